@@ -1,0 +1,155 @@
+"""From a suite's model entry to a loaded model in eval mode, and to its identity hash.
+
+The identity of a model (what enters the fingerprints of its cells) is computed without building
+the model: the sha256 of its weights file plus everything that changes how the file is turned into
+a network (architecture, normalization, key mapping). A rerun can therefore skip finished cells
+without loading anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmark.errors import CheckpointError
+from benchmark.suite import CheckpointModel, RecipeModel, RobustBenchModel, Suite
+
+logger = logging.getLogger(__name__)
+
+
+class EvalOnly(nn.Module):
+    """Wraps a model so that it can never leave eval mode (batch norm and dropout stay frozen).
+
+    Attacks and the harness call ``train()``/``eval()`` freely; both keep the wrapped model in eval.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model.eval()
+
+    def train(self, mode: bool = True) -> EvalOnly:  # noqa: ARG002 - the mode is ignored on purpose
+        self.training = False
+        self.model.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A suite model whose weights file is known and hashed.
+
+    Attributes:
+        name: the model's key in the suite.
+        spec: its suite entry.
+        weights: the file its weights come from.
+        identity: hash-like description of everything that determines its outputs.
+        info: extra facts for reports (recipe metrics, source).
+    """
+
+    name: str
+    spec: Any
+    weights: Path
+    identity: dict[str, Any]
+    info: dict[str, Any]
+
+
+def resolve_model(name: str, spec: Any, suite: Suite, suite_file: str, *, device: torch.device,
+                  progress: bool = True) -> ResolvedModel:
+    """Find (training if needed) and hash a model's weights.
+
+    Raises:
+        CheckpointError: a checkpoint is missing or its sha256 pin does not match; the message names
+            the suite file and the key of the model.
+    """
+    from benchmark.models.checkpoint import sha256_file
+
+    key = f"{suite_file}: models.{name}"
+    if isinstance(spec, CheckpointModel):
+        path = spec.checkpoint
+        if not path.is_file():
+            raise CheckpointError(f"{key}.checkpoint: file not found: {path}")
+        digest = sha256_file(path)
+        if spec.sha256 is not None and spec.sha256.removeprefix("sha256:").lower() != digest:
+            raise CheckpointError(f"{key}.sha256: {path} has sha256 {digest}, but the suite pins "
+                                  f"{spec.sha256.removeprefix('sha256:').lower()}; refusing to load it")
+        identity = {"source": "checkpoint", "sha256": digest, "arch": spec.arch,
+                    "normalization": spec.normalization.model_dump() if spec.normalization else None,
+                    "strip_prefixes": list(spec.strip_prefixes), "rename": spec.rename}
+        return ResolvedModel(name, spec, path, identity, {"source": str(path)})
+    if isinstance(spec, RobustBenchModel):
+        from benchmark.models.zoo import robustbench_names
+
+        dataset = spec.dataset or suite.data.dataset
+        names = robustbench_names(dataset, spec.threat_model)
+        if spec.robustbench not in names:
+            from benchmark.errors import suggest
+
+            raise CheckpointError(f"{key}.robustbench: RobustBench has no {dataset}/{spec.threat_model} model "
+                                  f"'{spec.robustbench}'.{suggest(spec.robustbench, names)}")
+        from benchmark.models.zoo import expected_files
+
+        files = expected_files(spec.robustbench, dataset=dataset, threat_model=spec.threat_model,
+                               model_dir=spec.model_dir)
+        absent = [f for f in files if not f.is_file()]
+        if absent:
+            raise CheckpointError(
+                f"{key}.robustbench: the RobustBench checkpoint {absent[0]} is not there, and runs never download "
+                f"weights. Fetch it on a machine with internet with `bench download {suite_file}` (or "
+                f"robustbench.utils.load_model('{spec.robustbench}', model_dir='{spec.model_dir}', "
+                f"dataset='{dataset}', threat_model='{spec.threat_model}')) and copy it to {absent[0]}.")
+        path = files[0]
+        identity = {"source": "robustbench", "name": spec.robustbench, "dataset": dataset,
+                    "threat_model": spec.threat_model, "sha256": [sha256_file(f) for f in files]}
+        return ResolvedModel(name, spec, path, identity, {"source": f"robustbench:{spec.robustbench}"})
+    if isinstance(spec, RecipeModel):
+        from benchmark.training.loop import ensure_trained
+
+        dataset = spec.recipe.dataset or suite.data.dataset
+        cached = ensure_trained(spec.recipe, dataset, cache_dir=suite.cache_dir, data_dir=suite.data.data_dir,
+                                download=suite.data.download, device=device, progress=progress, label=name)
+        identity = {"source": "recipe", "sha256": sha256_file(cached.weights), "arch": spec.recipe.arch,
+                    "normalization": spec.recipe.normalization.model_dump() if spec.recipe.normalization else None}
+        return ResolvedModel(name, spec, cached.weights, identity,
+                             {"source": f"recipe:{spec.recipe.kind}", "training": cached.meta.get("metrics", {})})
+    raise TypeError(f"unexpected model spec {type(spec).__name__}")
+
+
+def load_resolved(model: ResolvedModel, suite: Suite, suite_file: str, device: torch.device) -> nn.Module:
+    """Build the network of a resolved model and load its weights (never executing code from a file).
+
+    Raises:
+        CheckpointError: corrupt file, or keys/shapes that do not fit the architecture.
+    """
+    from benchmark.data import dataset_info
+    from benchmark.models.architectures import build_architecture
+    from benchmark.models.checkpoint import apply_key_map, load_into, load_state_dict
+
+    spec = model.spec
+    key = f"{suite_file}: models.{model.name}"
+    info = dataset_info(suite.data.dataset)
+    if isinstance(spec, RobustBenchModel):
+        from benchmark.models.zoo import load_robustbench
+
+        net = load_robustbench(spec.robustbench, dataset=spec.dataset or suite.data.dataset,
+                               threat_model=spec.threat_model, model_dir=spec.model_dir)
+    else:
+        if isinstance(spec, CheckpointModel):
+            arch, norm, strip, rename = spec.arch, spec.normalization, list(spec.strip_prefixes), spec.rename
+        else:
+            arch, norm, strip, rename = spec.recipe.arch, spec.recipe.normalization, [], {}
+        net = build_architecture(arch, info.num_classes, info.input_shape[0], info.input_shape[1],
+                                 mean=norm.mean if norm else None, std=norm.std if norm else None)
+        try:
+            state = apply_key_map(load_state_dict(model.weights), strip_prefixes=strip, rename=rename)
+            load_into(net, state, source=f"{key} ({model.weights})")
+        except CheckpointError as exc:
+            msg = str(exc)
+            raise CheckpointError(msg if key in msg else f"{key}: {msg}") from None
+    return EvalOnly(net).to(device)

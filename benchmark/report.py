@@ -1,0 +1,196 @@
+"""Tables from the store alone: the tidy table, the robust-accuracy and calibration pivots.
+
+Nothing here runs a model. ``tidy.csv`` has one row per model / evaluation / eps / metric; the
+pivots are rendered for the terminal and written as CSV, Markdown and LaTeX.
+
+Robust accuracy at an eps is also reported for a ``worst-case`` evaluation: an example counts as
+robust at eps only if no attack of the suite with that norm and eps broke it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmark.metrics import compute_metrics
+from benchmark.store import CellRecords, Store, atomic_write_text
+from benchmark.suite import eps_label
+
+logger = logging.getLogger(__name__)
+
+WORST_CASE = "worst-case"
+# Shown as percentages in the pivots (the tidy table keeps fractions).
+_PERCENT = {"accuracy", "robust_accuracy", "ece", "ece_mass", "mce", "confidence"}
+_CALIBRATION_ORDER = ["accuracy", "ece", "ece_mass", "mce", "nll", "brier", "auroc", "confidence", "entropy"]
+
+
+@dataclass
+class Report:
+    """Tables of one results folder."""
+
+    tidy: pd.DataFrame
+    robust: pd.DataFrame
+    calibration: pd.DataFrame
+    missing: int
+
+
+def _order_key(models: list[str], evals: list[str]) -> Any:
+    def key(col: pd.Series) -> pd.Series:
+        if col.name == "model":
+            return col.map({m: i for i, m in enumerate(models)})
+        if col.name == "evaluation":
+            return col.map({e: i for i, e in enumerate(evals + [WORST_CASE])})
+        return col
+
+    return key
+
+
+def tidy_table(store: Store) -> tuple[pd.DataFrame, int]:
+    """One row per (model, evaluation, eps, metric) from the cells listed in the manifest.
+
+    Returns:
+        The table and the number of planned cells not (yet) in the store.
+    """
+    manifest = store.read_manifest()
+    metric_names = list(manifest["metrics"])
+    n_bins = int(manifest["n_bins"])
+    rows: list[dict[str, Any]] = []
+    missing = 0
+    robust_flags: dict[tuple[str, str, float], list[np.ndarray]] = {}
+    for cell in manifest["cells"]:
+        try:
+            rec, meta = store.read(cell["fingerprint"])
+        except FileNotFoundError:
+            missing += 1
+            continue
+        base = {"model": cell["model"], "evaluation": cell["evaluation"], "attack": cell["attack"],
+                "norm": cell["norm"] if cell["attack"] != "clean" else "", "eps": cell["eps"],
+                "eps_label": eps_label(cell["eps"]) if cell["attack"] != "clean" else ""}
+        is_clean = cell["attack"] == "clean"
+        values = compute_metrics(rec.probs, rec.label, rec.valid, metric_names, n_bins=n_bins)
+        for name, (value, n) in values.items():
+            metric = "robust_accuracy" if name == "accuracy" and not is_clean else name
+            rows.append({**base, "metric": metric, "value": value, "n": n})
+        if not is_clean:
+            robust_flags.setdefault((cell["model"], cell["norm"], cell["eps"]), []).append(_aligned(rec))
+            if "queries" in rec.extras:
+                rows.append({**base, "metric": "mean_queries", "value": float(np.mean(rec.extras["queries"])),
+                             "n": len(rec.index)})
+            rows.append({**base, "metric": "mean_perturbation", "value": float(np.mean(rec.pert_norm[rec.attacked]))
+                         if rec.attacked.any() else 0.0, "n": int(rec.attacked.sum())})
+    for (model, norm, eps), flags in robust_flags.items():
+        robust = np.logical_and.reduce([f for f in flags])
+        rows.append({"model": model, "evaluation": WORST_CASE, "attack": WORST_CASE, "norm": norm, "eps": eps,
+                     "eps_label": eps_label(eps), "metric": "robust_accuracy", "value": float(robust.mean()),
+                     "n": int(len(robust))})
+    tidy = pd.DataFrame(rows, columns=["model", "evaluation", "attack", "norm", "eps", "eps_label", "metric",
+                                       "value", "n"])
+    models = list(dict.fromkeys(c["model"] for c in manifest["cells"]))
+    evals = list(dict.fromkeys(c["evaluation"] for c in manifest["cells"]))
+    tidy = tidy.sort_values(["model", "evaluation", "eps"], key=_order_key(models, evals), kind="stable")
+    return tidy.reset_index(drop=True), missing
+
+
+def _aligned(rec: CellRecords) -> np.ndarray:
+    # Cells of one run share the example order; sort by index anyway so that a worst case over cells
+    # never pairs different examples.
+    return rec.correct[np.argsort(rec.index, kind="stable")]
+
+
+def _column_label(evaluation: str, attack: str, norm: str, eps_lbl: str, norms: set[str]) -> str:
+    if attack == "clean":
+        return "clean"
+    norm_part = f" {norm}" if len(norms) > 1 else ""
+    return f"{evaluation}@{eps_lbl}{norm_part}"
+
+
+def robust_pivot(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Models x (clean, evaluation@eps ..., worst-case@eps ...), accuracies in percent."""
+    acc = tidy[tidy.metric.isin(["accuracy", "robust_accuracy"])].copy()
+    if acc.empty:
+        return pd.DataFrame()
+    norms = set(acc.loc[acc.attack != "clean", "norm"])
+    acc["column"] = [_column_label(e, a, n, l, norms) for e, a, n, l in
+                     zip(acc.evaluation, acc.attack, acc.norm, acc.eps_label)]
+    cols = list(dict.fromkeys(acc.column))
+    # Clean first, then each evaluation in suite order, worst case last.
+    cols = [c for c in cols if c == "clean"] + [c for c in cols if c != "clean" and not c.startswith(WORST_CASE)] \
+        + [c for c in cols if c.startswith(WORST_CASE)]
+    pivot = acc.pivot_table(index="model", columns="column", values="value", aggfunc="first", sort=False)
+    pivot = pivot.reindex(columns=cols) * 100
+    pivot.columns.name = None
+    return pivot
+
+
+def calibration_pivot(tidy: pd.DataFrame) -> pd.DataFrame:
+    """(model, evaluation@eps) x calibration metrics; accuracies, ECE, MCE and confidence in percent."""
+    cal = tidy[tidy.evaluation != WORST_CASE].copy()
+    cal = cal[cal.metric.isin(_CALIBRATION_ORDER + ["robust_accuracy"])]
+    if cal.empty:
+        return pd.DataFrame()
+    cal["metric"] = cal.metric.replace({"robust_accuracy": "accuracy"})
+    cal["inputs"] = [("clean" if a == "clean" else f"{e}@{l}") for e, a, l in zip(cal.evaluation, cal.attack, cal.eps_label)]
+    pivot = cal.pivot_table(index=["model", "inputs"], columns="metric", values="value", aggfunc="first", sort=False)
+    pivot = pivot.reindex(columns=[m for m in _CALIBRATION_ORDER if m in pivot.columns])
+    for m in pivot.columns:
+        if m in _PERCENT:
+            pivot[m] = pivot[m] * 100
+    pivot.columns.name = None
+    return pivot.rename(columns={m: (f"{m} %" if m in _PERCENT else m) for m in pivot.columns})
+
+
+def build_report(results: Path) -> Report:
+    """Read a results folder and build every table.
+
+    Raises:
+        FileNotFoundError: the folder has no manifest.
+    """
+    store = Store(results)
+    tidy, missing = tidy_table(store)
+    return Report(tidy, robust_pivot(tidy), calibration_pivot(tidy), missing)
+
+
+def _latex(df: pd.DataFrame, caption: str) -> str:
+    body = df.to_latex(float_format="%.2f", na_rep="--", escape=True, caption=caption, position="t")
+    return body
+
+
+def write_report(report: Report, results: Path) -> list[Path]:
+    """Write tidy.csv and the pivots (csv, md, tex) atomically; returns the written paths."""
+    written = []
+    path = results / "tidy.csv"
+    atomic_write_text(path, report.tidy.to_csv(index=False, float_format="%.6g"))
+    written.append(path)
+    for stem, df, caption in (("robust_accuracy", report.robust, "Robust accuracy (%)"),
+                              ("calibration", report.calibration, "Calibration")):
+        if df.empty:
+            continue
+        for ext, text in (("csv", df.to_csv(float_format="%.4f")),
+                          ("md", df.to_markdown(floatfmt=".2f") + "\n"),
+                          ("tex", _latex(df, caption))):
+            p = results / f"{stem}.{ext}"
+            atomic_write_text(p, text)
+            written.append(p)
+    return written
+
+
+def render_terminal(report: Report, title: str, width: int = 120) -> str:
+    """The pivots as plain-text tables for the terminal; a robust table too wide for it is transposed."""
+    out = []
+    if not report.robust.empty:
+        robust = report.robust
+        text = robust.to_markdown(floatfmt=".2f", tablefmt="simple")
+        if max(len(line) for line in text.splitlines()) > width:
+            text = robust.T.rename_axis("evaluation@eps").to_markdown(floatfmt=".2f", tablefmt="simple")
+        out += [f"Robust accuracy (%) - {title}", text]
+    if not report.calibration.empty:
+        out += ["", f"Calibration - {title}",
+                report.calibration.reset_index().to_markdown(floatfmt=".2f", tablefmt="simple", index=False)]
+    if report.missing:
+        out.append(f"\n({report.missing} planned cell(s) not in the store yet: run the suite to fill them in)")
+    return "\n".join(out)

@@ -1,0 +1,249 @@
+"""The training loop shared by every recipe, and the recipe cache.
+
+A recipe model is trained once and cached as ``<cache_dir>/<kind>-<arch>-<hash>.safetensors`` with a
+JSON file beside it (recipe, data hash, seed, final metrics). The hash covers the whole recipe and the
+dataset name, so changing one hyperparameter trains a new model and an unchanged recipe never retrains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from benchmark.suite import RecipeSpec
+from benchmark.training.recipes import RECIPES
+
+logger = logging.getLogger(__name__)
+
+# Bump when the loop changes in a way that changes the weights it produces.
+TRAINING_CODE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    """Where a trained recipe model lives and what was recorded about its training."""
+
+    weights: Path
+    meta: dict[str, Any]
+
+
+def recipe_hash(spec: RecipeSpec, dataset: str) -> str:
+    """Stable hash of everything that determines the trained weights."""
+    payload = {"recipe": spec.model_dump(mode="json"), "dataset": dataset, "code": TRAINING_CODE_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def cache_paths(spec: RecipeSpec, dataset: str, cache_dir: Path) -> tuple[Path, Path]:
+    """The weights file and the metadata file of a recipe in ``cache_dir``."""
+    stem = f"{spec.kind}-{spec.arch}-{recipe_hash(spec, dataset)[:16]}"
+    return cache_dir / f"{stem}.safetensors", cache_dir / f"{stem}.json"
+
+
+def find_cached(spec: RecipeSpec, dataset: str, cache_dir: Path) -> CachedModel | None:
+    """The cached model of this recipe, or None if it was never trained (or only half written)."""
+    weights, meta = cache_paths(spec, dataset, cache_dir)
+    if weights.is_file() and meta.is_file():
+        return CachedModel(weights, json.loads(meta.read_text()))
+    return None
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _lr_at(spec: RecipeSpec, step: int, total: int, steps_per_epoch: int) -> float:
+    base = spec.optimizer.lr
+    warm = spec.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return base * (step + 1) / warm
+    if spec.schedule == "constant":
+        return base
+    if spec.schedule == "cosine":
+        progress = (step - warm) / max(1, total - warm)
+        return 0.5 * base * (1 + math.cos(math.pi * progress))
+    # "step": divide by 10 at 50% and 75% of training, as in Madry et al. / Rice et al.
+    frac = step / max(1, total)
+    return base * (0.1 ** (int(frac >= 0.5) + int(frac >= 0.75)))
+
+
+def _optimizer(spec: RecipeSpec, model: nn.Module) -> torch.optim.Optimizer:
+    o = spec.optimizer
+    if o.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
+                               weight_decay=o.weight_decay, nesterov=o.nesterov)
+    if o.name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with 4-pixel zero padding and horizontal flip (the CIFAR convention)."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (4, 4, 4, 4))
+    rows = torch.randint(0, 9, (n,), generator=gen)[:, None] + torch.arange(h)
+    cols = torch.randint(0, 9, (n,), generator=gen)[:, None] + torch.arange(w)
+    out = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                 rows[:, None, :, None], cols[:, None, None, :]]
+    flip = torch.rand(n, generator=gen) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+@torch.no_grad()
+def _accuracy_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                       device: torch.device) -> tuple[float, float]:
+    model.eval()
+    correct, loss = 0, 0.0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        logits = model(xb)
+        correct += int((logits.argmax(1) == yb).sum())
+        loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+    return correct / len(x), loss / len(x)
+
+
+def _robust_accuracy(model: nn.Module, attack: Any, x: torch.Tensor, y: torch.Tensor, eps: float,
+                     batch_size: int, device: torch.device) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        x_adv = attack(model, xb, yb, eps).x_adv
+        with torch.no_grad():
+            correct += int((model(x_adv).argmax(1) == yb).sum())
+    return correct / len(x)
+
+
+def train_recipe(spec: RecipeSpec, dataset: str, *, data_dir: Path, download: bool, device: torch.device,
+                 progress: bool = True, label: str = "") -> tuple[nn.Module, dict[str, Any]]:
+    """Train a model from its recipe; deterministic on the CPU for a fixed seed.
+
+    Returns:
+        The trained model (eval mode, on ``device``) and metadata: data hash, final train and
+        validation metrics, wall time.
+    """
+    from benchmark.attacks import ATTACKS
+    from benchmark.data import dataset_info, eval_subset, load_dataset
+    from benchmark.models.architectures import build_architecture
+
+    recipe = RECIPES.get(spec.kind)
+    info = dataset_info(dataset)
+    train = load_dataset(dataset, "train", data_dir=data_dir, download=download, seed=spec.seed)
+    val = load_dataset(dataset, "val", data_dir=data_dir, download=download, seed=spec.seed)
+    _, train_hash = eval_subset(train, None, 0)
+    _, val_hash = eval_subset(val, None, 0)
+
+    torch.manual_seed(spec.seed)
+    gen = torch.Generator().manual_seed(spec.seed)
+    norm = spec.normalization
+    model = build_architecture(spec.arch, info.num_classes, info.input_shape[0], info.input_shape[1],
+                               mean=norm.mean if norm else None, std=norm.std if norm else None).to(device)
+    opt = _optimizer(spec, model)
+    steps_per_epoch = math.ceil(len(train) / spec.batch_size)
+    total = spec.epochs * steps_per_epoch
+    adv = spec.adversarial
+    attack = None
+    if recipe.adversarial:
+        assert adv is not None
+        attack = ATTACKS.get("pgd")(norm=adv.norm, steps=adv.steps, step_size=adv.step_size,
+                                     random_start=adv.random_start, restarts=1, loss=adv.loss, seed=spec.seed,
+                                     num_classes=info.num_classes)
+    augment = spec.augment == "crop_flip"
+    start = time.perf_counter()
+    step = 0
+    bar = tqdm(total=total, desc=f"train {label or spec.kind}", unit="step", disable=not progress, leave=False)
+    last_loss = float("nan")
+    for epoch in range(spec.epochs):
+        perm = torch.randperm(len(train), generator=gen)
+        for i in range(0, len(train), spec.batch_size):
+            idx = perm[i:i + spec.batch_size]
+            xb, yb = train.x[idx], train.y[idx]
+            if augment:
+                xb = _augment(xb, gen)
+            xb, yb = xb.to(device), yb.to(device)
+            if attack is not None:
+                # Adversarial examples are generated in eval mode (batch-norm statistics frozen), as in
+                # TRADES and MART; `attack` restores the mode and the parameters' requires_grad after.
+                # A fresh random start every step, reproducible from the recipe's seed.
+                step_attack = dataclasses.replace(attack, seed=spec.seed * 1_000_003 + step)
+                xb = step_attack(model, xb, yb, adv.eps).x_adv.detach()
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(spec, step, total, steps_per_epoch)
+            model.train()
+            loss = recipe.loss(model(xb), yb, spec)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch}, step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            last_loss = float(loss)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{last_loss:.3f}")
+    bar.close()
+    model.eval()
+    bs = max(spec.batch_size, 256)
+    train_acc, train_loss = _accuracy_and_loss(model, train.x, train.y, bs, device)
+    val_acc, val_loss = _accuracy_and_loss(model, val.x, val.y, bs, device)
+    metrics: dict[str, float] = {"train_accuracy": train_acc, "train_loss": train_loss,
+                                 "val_accuracy": val_acc, "val_loss": val_loss, "last_batch_loss": last_loss}
+    if attack is not None:
+        metrics["val_robust_accuracy"] = _robust_accuracy(model, attack, val.x, val.y, adv.eps, bs, device)
+    meta = {
+        "recipe": spec.model_dump(mode="json"),
+        "dataset": dataset,
+        "train_hash": train_hash,
+        "val_hash": val_hash,
+        "seed": spec.seed,
+        "metrics": metrics,
+        "train_seconds": round(time.perf_counter() - start, 2),
+        "device": str(device),
+        "torch": torch.__version__,
+        "code_version": TRAINING_CODE_VERSION,
+    }
+    logger.info("trained %s: %s", label or spec.kind, {k: round(v, 4) for k, v in metrics.items()})
+    return model, meta
+
+
+def ensure_trained(spec: RecipeSpec, dataset: str, *, cache_dir: Path, data_dir: Path, download: bool,
+                   device: torch.device, progress: bool = True, label: str = "") -> CachedModel:
+    """Return the cached model of a recipe, training and caching it first if needed."""
+    from benchmark.models.checkpoint import save_safetensors
+
+    cached = find_cached(spec, dataset, cache_dir)
+    if cached is not None:
+        logger.info("recipe %s: cached at %s", label or spec.kind, cached.weights)
+        return cached
+    model, meta = train_recipe(spec, dataset, data_dir=data_dir, download=download, device=device,
+                               progress=progress, label=label)
+    weights, meta_path = cache_paths(spec, dataset, cache_dir)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    # Metadata first, weights last: a weights file present means the entry is complete.
+    _atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_safetensors(state, weights, {"recipe_hash": recipe_hash(spec, dataset), "recipe": json.dumps(meta["recipe"])})
+    return CachedModel(weights, meta)
