@@ -164,7 +164,7 @@ def write_report(report: Report, results: Path) -> list[Path]:
     """Write tidy.csv and the pivots (csv, md, tex) atomically; returns the written paths."""
     written = []
     path = results / "tidy.csv"
-    atomic_write_text(path, report.tidy.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(path, report.tidy.to_csv(index=False))
     written.append(path)
     for stem, df, caption in (("robust_accuracy", report.robust, "Robust accuracy (%)"),
                               ("calibration", report.calibration, "Calibration")):

@@ -229,6 +229,14 @@ class CheckpointModel(StrictModel):
 
         return _check_name("architecture", ARCHITECTURES.names(), v)
 
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _quoted_hash(cls, v: Any) -> Any:
+        if v is not None and not isinstance(v, str):
+            # YAML reads an unquoted all-digit hash as a number and drops its leading zeros.
+            raise ValueError("write the sha256 in quotes (YAML read it as a number)")
+        return v
+
 
 class RobustBenchModel(StrictModel):
     """A RobustBench model-zoo entry, loaded through `robustbench.utils.load_model`."""

@@ -200,7 +200,7 @@ def train_recipe(spec: RecipeSpec, dataset: str, *, data_dir: Path, download: bo
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            last_loss = float(loss)
+            last_loss = loss.item()
             step += 1
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{last_loss:.3f}")

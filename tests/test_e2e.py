@@ -1,0 +1,119 @@
+"""The shipped suites end to end: digits at a reduced n, CIFAR-10 on a generated miniature."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from benchmark.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_digits_suite_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The shipped suite as written, with fewer examples and shorter training so the test stays quick.
+    args = ["run", str(ROOT / "suites" / "digits.yaml"), "--n-examples", "60", "--results-dir", str(tmp_path / "res"),
+            "--no-progress", "--set", f"cache_dir={tmp_path / 'cache'}",
+            "--set", "models.standard.recipe.epochs=10", "--set", "models.at.recipe.epochs=10"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Robust accuracy (%) - digits" in out and "worst-case@0.1" in out
+    results = tmp_path / "res" / "digits"
+    tidy = pd.read_csv(results / "tidy.csv")
+    assert set(tidy.model) == {"standard", "at"}
+    assert set(tidy.evaluation) == {"clean", "fgsm", "pgd", "pgd-l2", "autoattack", "transfer-from-standard",
+                                    "worst-case"}
+    assert (tidy.n[tidy.metric == "robust_accuracy"] == 60).all()
+    ra = tidy[tidy.metric == "robust_accuracy"].set_index(["model", "evaluation", "eps"]).value
+    for model in ("standard", "at"):
+        # Worst case is never above any single attack at the same eps.
+        for ev in ("pgd", "autoattack", "fgsm"):
+            for eps in ra.loc[model, ev].index:
+                assert ra.loc[model, "worst-case", eps] <= ra.loc[model, ev, eps] + 1e-12
+    # The AT model is more robust than the standard one under PGD at its training eps.
+    assert ra.loc["at", "pgd", 0.1] > ra.loc["standard", "pgd", 0.1]
+    # Trained models are cached: `bench train` afterwards trains nothing.
+    cached = sorted((tmp_path / "cache").glob("*.safetensors"))
+    assert len(cached) == 2
+    mtimes = [p.stat().st_mtime_ns for p in cached]
+    assert main(["train", str(ROOT / "suites" / "digits.yaml"), "--no-progress", "--set",
+                 f"cache_dir={tmp_path / 'cache'}", "--set", "models.standard.recipe.epochs=10",
+                 "--set", "models.at.recipe.epochs=10"]) == 0
+    assert [p.stat().st_mtime_ns for p in cached] == mtimes
+
+
+def _robustbench_checkpoint(model_dir: Path) -> None:
+    """A RobustBench `Standard` checkpoint in RobustBench's own layout, with random weights."""
+    from benchmark._compat import ensure_autoattack_module
+
+    ensure_autoattack_module()
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    torch.manual_seed(0)
+    net = model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf]["Standard"]["model"]()
+    path = model_dir / "cifar10" / "Linf" / "Standard.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, path)
+
+
+@pytest.mark.slow
+def test_cifar10_suite_on_miniature_cifar(tmp_path: Path, cifar10_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The real suite file through torchvision's real CIFAR-10 loader and RobustBench's real loader, on
+    # generated stand-ins (20 test images, random-weight Standard checkpoint). Budgets are cut so the
+    # test runs on a CPU: 1 epoch, 2 PGD steps, AutoAttack's APGD-CE only. Rice2020Overfitting
+    # (WRN-34-20) and Engstrom2019Robustness are left out here; their loading path is the same.
+    model_dir = tmp_path / "rb"
+    _robustbench_checkpoint(model_dir)
+    sets = [f"data.data_dir={cifar10_dir}", f"cache_dir={tmp_path / 'cache'}",
+            f"models.Standard.model_dir={model_dir}",
+            "models.resnet18-standard.recipe.epochs=1", "models.resnet18-at.recipe.epochs=1",
+            "models.resnet18-at.recipe.adversarial.steps=2",
+            "evaluations[1].steps=2", "evaluations[2].version=custom", "evaluations[2].attacks=[apgd-ce]",
+            "evaluations[3].steps=2"]
+    args = ["run", str(ROOT / "suites" / "cifar10.yaml"), "--n-examples", "6", "--results-dir", str(tmp_path / "res"),
+            "--no-progress", "--models", "Standard", "resnet18-standard", "resnet18-at"]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0
+    tidy = pd.read_csv(tmp_path / "res" / "cifar10" / "tidy.csv")
+    assert set(tidy.model) == {"Standard", "resnet18-standard", "resnet18-at"}
+    pgd = tidy[(tidy.evaluation == "pgd") & (tidy.metric == "robust_accuracy")]
+    assert sorted(pgd.eps.unique()) == pytest.approx([2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255])
+    assert sorted(tidy[tidy.evaluation == "autoattack"].eps.unique()) == pytest.approx([8 / 255, 16 / 255])
+    assert (tidy.n[tidy.metric == "accuracy"] == 6).all()
+    assert "8/255" in capsys.readouterr().out
+
+
+def test_cifar10_missing_files_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["run", str(ROOT / "suites" / "cifar10.yaml"), "--results-dir", str(tmp_path / "res"), "--no-progress",
+            "--set", f"data.data_dir={tmp_path / 'nodata'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "cifar-10-batches-py" in err and "download" in err and "Traceback" not in err
+
+
+def test_robustbench_weights_missing_names_the_file(tmp_path: Path, cifar10_dir: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["run", str(ROOT / "suites" / "cifar10.yaml"), "--results-dir", str(tmp_path / "res"), "--no-progress",
+            "--models", "Rice2020Overfitting", "--set", f"data.data_dir={cifar10_dir}",
+            "--set", f"models.Rice2020Overfitting.model_dir={tmp_path / 'rb'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"models.Rice2020Overfitting.robustbench" in err
+    assert str(tmp_path / "rb" / "cifar10" / "Linf" / "Rice2020Overfitting.pt") in err
+
+
+def test_python_dash_m_and_console_script() -> None:
+    out = subprocess.run([sys.executable, "-m", "benchmark", "ls"], capture_output=True, text=True, check=True).stdout
+    for word in ("digits", "cifar10", "small_cnn", "wrn_28_10", "pgd", "autoattack", "ece", "standard", "at"):
+        assert word in out
+    bad = subprocess.run([sys.executable, "-m", "benchmark", "validate", str(ROOT / "nope.yaml")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "nope.yaml: file not found" in bad.stderr

@@ -1,0 +1,240 @@
+"""The runner and the store: resume after a kill, failures, NaN logits, bad checkpoints, reports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from benchmark.cli import main
+from benchmark.models.architectures import build_architecture
+from benchmark.models.checkpoint import save_safetensors
+from benchmark.report import build_report
+from benchmark.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_suite(tmp_path: Path, cache: Path, models: str | None = None, evals: str | None = None,
+               n: int = 40, name: str = "t") -> Path:
+    models = models or """
+      std:
+        recipe: {kind: standard, arch: mlp, epochs: 3, batch_size: 64, optimizer: {name: adam, lr: 0.01}}
+    """
+    evals = evals or """
+      - attack: clean
+      - attack: fgsm
+        eps: [0.05, 0.1]
+      - attack: pgd
+        eps: [0.02, 0.05, 0.1, 0.2]
+        steps: 5
+    """
+    suite = {"name": name, "device": "cpu", "batch_size": 16, "cache_dir": str(cache),
+             "data": {"dataset": "digits", "n_examples": n},
+             "models": yaml.safe_load(textwrap.dedent(models)), "evaluations": yaml.safe_load(textwrap.dedent(evals))}
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(suite))
+    return p
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("recipes")
+
+
+def cell_files(results: Path) -> dict[str, float]:
+    return {p.name: p.stat().st_mtime_ns for p in (results / "cells").glob("*.parquet")}
+
+
+def test_run_writes_tables_and_rerun_reuses(tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    suite = make_suite(tmp_path, cache)
+    res = tmp_path / "res"
+    assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 0
+    out = capsys.readouterr()
+    assert "Robust accuracy (%)" in out.out and "Calibration" in out.out
+    results = res / "t"
+    files = cell_files(results)
+    assert len(files) == 1 + 2 + 4
+    tidy = pd.read_csv(results / "tidy.csv")
+    assert {"model", "evaluation", "eps", "metric", "value", "n"} <= set(tidy.columns)
+    assert {"accuracy", "robust_accuracy", "ece", "nll", "brier"} <= set(tidy.metric)
+    for stem in ("robust_accuracy", "calibration"):
+        for ext in ("csv", "md", "tex"):
+            assert (results / f"{stem}.{ext}").stat().st_size > 0
+    # Robust accuracy can only fall as eps grows (nested balls, cascade).
+    pgd = tidy[(tidy.evaluation == "pgd") & (tidy.metric == "robust_accuracy")].sort_values("eps")
+    assert (np.diff(pgd.value.to_numpy()) <= 1e-12).all()
+    clean = tidy[(tidy.evaluation == "clean") & (tidy.metric == "accuracy")].value.item()
+    assert pgd.value.iloc[0] <= clean
+
+    first_tidy = (results / "tidy.csv").read_text()
+    assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 0
+    assert "7 cells, 0 computed, 7 reused" in capsys.readouterr().err
+    assert cell_files(results) == files  # nothing rewritten
+    assert (results / "tidy.csv").read_text() == first_tidy
+
+
+def test_report_reads_only_the_store(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    suite = make_suite(tmp_path, cache)
+    res = tmp_path / "res"
+    assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 0
+    capsys.readouterr()
+    import benchmark.attacks.pgd as pgd_mod
+    import benchmark.models.resolve as resolve_mod
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("report must not run a model or an attack")
+
+    monkeypatch.setattr(resolve_mod, "load_resolved", boom)
+    monkeypatch.setattr(pgd_mod.PGD, "__call__", boom)
+    (res / "t" / "tidy.csv").unlink()
+    assert main(["report", str(res / "t")]) == 0
+    assert (res / "t" / "tidy.csv").is_file()
+    assert "Robust accuracy" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_interrupted_run_resumes_without_recomputing(tmp_path: Path, cache: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    suite = make_suite(tmp_path, cache)
+    full = tmp_path / "full"
+    assert main(["run", str(suite), "--results-dir", str(full), "--no-progress"]) == 0
+
+    # Interrupt the second run in the middle of the PGD cascade (after 5 of 7 cells).
+    res = tmp_path / "res"
+    real_write = Store.write
+    calls = {"n": 0}
+
+    def write_then_die(self: Store, fp: str, records: object, meta: dict) -> Path:
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return real_write(self, fp, records, meta)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Store, "write", write_then_die)
+    assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 130
+    before = cell_files(res / "t")
+    assert len(before) == 5
+    assert not list((res / "t" / "cells").glob(".*.tmp"))  # no half-written file left behind
+    monkeypatch.setattr(Store, "write", real_write)
+
+    written: list[str] = []
+
+    def counting_write(self: Store, fp: str, records: object, meta: dict) -> Path:
+        written.append(fp)
+        return real_write(self, fp, records, meta)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Store, "write", counting_write)
+    assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 0
+    assert len(written) == 2  # only the two missing PGD cells
+    after = cell_files(res / "t")
+    assert {k: after[k] for k in before} == before
+    pd.testing.assert_frame_equal(pd.read_csv(res / "t" / "tidy.csv"), pd.read_csv(full / "t" / "tidy.csv"))
+
+
+def test_sigkill_mid_run_then_resume(tmp_path: Path, cache: Path) -> None:
+    # A real kill -9 of a `bench run` process: the rerun must keep every finished cell.
+    evals = """
+      - attack: pgd
+        eps: [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.11, 0.12]
+        steps: 40
+        random_start: false
+    """
+    suite = make_suite(tmp_path, cache, evals=evals, n=120, name="k")
+    # Train first, so that the kill lands during evaluation.
+    assert main(["train", str(suite), "--no-progress"]) == 0
+    res = tmp_path / "res"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark", "run", str(suite), "--results-dir", str(res),
+                             "--no-progress"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(cell_files(res / "k")) < 3 and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = cell_files(res / "k")
+    if proc.returncode != -signal.SIGKILL or len(before) == 12:
+        pytest.fail(f"the run was not interrupted (rc {proc.returncode}, {len(before)} cells); make it longer")
+    assert len(before) >= 3
+    assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 0
+    after = cell_files(res / "k")
+    assert len(after) == 12
+    assert {k: after[k] for k in before} == before
+    tidy = pd.read_csv(res / "k" / "tidy.csv")
+    assert len(tidy[(tidy.metric == "robust_accuracy") & (tidy.evaluation == "pgd")]) == 12
+
+
+def test_failed_cell_exit_code_1_others_finish(tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A checkpoint whose weights are NaN: its logits are invalid, which is recorded, not an error.
+    # A checkpoint whose architecture does not match fails its cells; the other model still finishes.
+    net = build_architecture("mlp", 10, 1, 8)
+    state = {k: torch.full_like(v, float("nan")) for k, v in net.state_dict().items()}
+    save_safetensors(state, tmp_path / "nan.safetensors", {})
+    wrong = build_architecture("linear", 10, 1, 8)
+    save_safetensors(wrong.state_dict(), tmp_path / "wrong.safetensors", {})
+    models = f"""
+      nan: {{checkpoint: {tmp_path / 'nan.safetensors'}, arch: mlp}}
+      wrong: {{checkpoint: {tmp_path / 'wrong.safetensors'}, arch: mlp}}
+    """
+    evals = """
+      - attack: clean
+      - attack: pgd
+        eps: [0.1]
+        steps: 2
+    """
+    suite = make_suite(tmp_path, cache, models=models, evals=evals, n=10)
+    res = tmp_path / "res"
+    assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED wrong / clean" in err and "models.wrong" in err and "Missing keys" in err or "missing" in err.lower()
+    store = Store(res / "t")
+    rec, _ = store.read(next(c["fingerprint"] for c in store.read_manifest()["cells"]
+                             if c["model"] == "nan" and c["evaluation"] == "clean"))
+    assert not rec.valid.any() and not rec.correct.any() and (rec.pred == -1).all()
+    report = build_report(res / "t")
+    acc = report.tidy.query("model == 'nan' and metric == 'accuracy'").value.item()
+    assert acc == 0.0  # NaN logits never count as correct
+
+
+def test_missing_and_pinned_checkpoints_are_bad_input(tmp_path: Path, cache: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    models = f"""
+      gone: {{checkpoint: {tmp_path / 'gone.safetensors'}, arch: mlp}}
+    """
+    suite = make_suite(tmp_path, cache, models=models, evals="- attack: clean", n=5)
+    res = tmp_path / "res"
+    assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{suite}: models.gone.checkpoint: file not found" in err and "Traceback" not in err
+    net = build_architecture("mlp", 10, 1, 8)
+    save_safetensors(net.state_dict(), tmp_path / "m.safetensors", {})
+    models = f"""
+      m: {{checkpoint: {tmp_path / 'm.safetensors'}, arch: mlp, sha256: '{'0' * 64}'}}
+    """
+    suite = make_suite(tmp_path, cache, models=models, evals="- attack: clean", n=5)
+    assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "models.m.sha256" in err and "refusing to load" in err
+    assert not (res / "t" / "cells").exists() or not list((res / "t" / "cells").iterdir())
+
+
+def test_corrupt_cell_is_recomputed(tmp_path: Path, cache: Path) -> None:
+    suite = make_suite(tmp_path, cache, evals="- attack: clean", n=10)
+    res = tmp_path / "res"
+    assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 0
+    (cell,) = (res / "t" / "cells").glob("*.parquet")
+    good = pd.read_parquet(cell)
+    cell.write_bytes(b"garbage")
+    assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(cell), good)
