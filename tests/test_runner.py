@@ -238,3 +238,17 @@ def test_corrupt_cell_is_recomputed(tmp_path: Path, cache: Path) -> None:
     cell.write_bytes(b"garbage")
     assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 0
     pd.testing.assert_frame_equal(pd.read_parquet(cell), good)
+
+
+def test_models_are_held_in_eval_mode() -> None:
+    from benchmark.models.resolve import EvalOnly
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32),
+                              torch.nn.Dropout(0.5), torch.nn.Linear(32, 10))
+    model = EvalOnly(net)
+    x = torch.rand(16, 1, 8, 8)
+    ref = model(x)
+    model.train()  # attacks and careless callers may ask for training mode; it is refused
+    assert not model.training and not any(m.training for m in net.modules())
+    assert torch.equal(model(x), ref)  # dropout off, batch-norm statistics not updated
+    assert torch.equal(net[2].running_mean, EvalOnly(net).model[2].running_mean)
