@@ -7,7 +7,6 @@ Exit codes: 0 every cell done, 1 some cell failed (the others finished and are s
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path

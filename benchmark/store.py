@@ -13,10 +13,8 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from benchmark.atomic import atomic_write_bytes, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -141,26 +141,6 @@ def provenance(device: str, seed: int) -> dict[str, Any]:
     """What produced a result: package versions, git state, device, seed, host, Python."""
     return {"versions": package_versions(), "git": git_state(), "device": device, "seed": seed,
             "python": platform.python_version(), "host": platform.node()}
-
-
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Write a file through ``write(file_object)`` to a temporary name, fsync, then rename into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Atomically replace a text file."""
-    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
 
 class Store:

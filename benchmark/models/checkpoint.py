@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import pickle
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from benchmark.atomic import atomic_write_bytes
 from benchmark.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -261,18 +260,7 @@ def save_safetensors(state_dict: Mapping[str, torch.Tensor], path: Path, metadat
         seen.add(t.untyped_storage().data_ptr())
         tensors[k] = t
     payload = save(tensors, metadata=dict(metadata))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(Path(path), lambda f: f.write(payload))
     logger.debug("saved %d tensors to %s", len(tensors), path)
 
 
