@@ -19,6 +19,7 @@ import logging
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 
 logger = logging.getLogger(__name__)
@@ -105,3 +106,38 @@ def ensure_autoattack_module() -> bool:
         sys.meta_path.insert(0, AliasFinder())
         logger.debug("module %r now resolves to %r", ALIAS, TARGET)
         return True
+
+
+# torchattacks' wheels ship an old copy of RobustBench (and 3.4.0 one of AutoAttack) as top-level
+# packages; installed next to RobustBench 1.1.1 they overwrite its files. torchattacks is only needed
+# to cross-check our PGD, so it lives in its own folder (README: `pip install --target .deps/...`),
+# appended to the END of sys.path so that the real `robustbench` keeps precedence.
+ISOLATED_DEPS = ".deps"
+
+
+def import_isolated(name: str, root: str | Path) -> ModuleType:
+    """Import ``name`` from ``root/.deps/<name>`` without letting its folder shadow installed packages.
+
+    Raises:
+        ImportError: not installed there (the message gives the command that installs it).
+    """
+    folder = Path(root) / ISOLATED_DEPS / name
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ImportError(f"{name} is not installed in {folder}; run: pip install --no-deps --upgrade "
+                          f"--target {folder} {name}") from exc
+
+
+def check_robustbench_intact() -> None:
+    """Fail clearly when RobustBench's files were overwritten by torchattacks' vendored old copy."""
+    ensure_autoattack_module()
+    import robustbench.utils
+
+    if not hasattr(robustbench.utils, "download_gdrive_new"):
+        raise ImportError(
+            f"the robustbench package in {Path(robustbench.utils.__file__).parent} is not RobustBench 1.1.1: "
+            "torchattacks' wheel overwrites it with an old copy. Repair it with "
+            "`pip uninstall -y torchattacks && pip install --force-reinstall --no-deps robustbench==1.1.1`")

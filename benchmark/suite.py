@@ -157,14 +157,55 @@ class OptimizerSpec(StrictModel):
 
 
 class AdversarialSpec(StrictModel):
-    """The inner maximization of adversarial training (PGD)."""
+    """The inner maximization of adversarial training (PGD).
+
+    ``loss`` is the loss PGD maximizes to make the training examples. The default ``ce`` is
+    cross-entropy, as in Madry et al. (2018) and in seed 000's AT+EntM / AT+LS, whose regularizer
+    acts on the outer minimization only. ``dlr`` and ``hr`` are the attack losses of the same
+    names (``benchmark.attacks.losses``); ``recipe`` maximizes the recipe's own per-example
+    training loss (label-smoothed CE for ``at+ls``, ``CE - beta * H`` for ``at+entm``, CE for ``at``).
+    """
 
     eps: Eps
     norm: Literal["Linf", "L2"] = "Linf"
     steps: int = Field(7, ge=1)
     step_size: Eps | None = Field(None, description="absolute step; 2.5*eps/steps if absent")
     random_start: bool = True
-    loss: Literal["ce", "dlr"] = "ce"
+    loss: Literal["ce", "dlr", "hr", "recipe"] = Field(
+        "ce", description="loss the inner PGD maximizes; 'recipe' = the recipe's own training loss")
+
+
+class AdaLSSpec(StrictModel):
+    """Hyperparameters of AR-AdaLS (Qin et al. 2021, seed 001): label smoothing per robustness stratum.
+
+    Schedule (epochs counted from 0): epochs ``< warmup_epochs`` train every example with
+    ``initial_smoothing``. At the start of every epoch ``e >= warmup_epochs`` with
+    ``(e - warmup_epochs) % update_every == 0`` the current model's robustness of every training
+    and validation example is measured (smallest eps of ``eps_grid`` at which PGD breaks it; 0 if
+    misclassified clean, infinite if never broken), training examples are cut into ``strata``
+    quantile bins of it, validation examples are put in the bins by the same edges, and each
+    stratum's smoothing moves by ``rate * (mean confidence - accuracy)`` of its validation
+    examples, clipped to ``[0, max_smoothing]``. The following epochs train with soft labels
+    ``(1 - s_k) onehot + s_k / C`` of each example's stratum ``k`` until the next update.
+    """
+
+    strata: int = Field(5, ge=1, description="number of robustness strata (quantile bins of training robustness)")
+    eps_grid: EpsList = Field((1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255),
+                              description="eps searched for each example's robustness (ascending)")
+    norm: Literal["Linf", "L2"] = "Linf"
+    attack_steps: int = Field(5, ge=1, description="PGD steps of the robustness search")
+    attack_loss: Literal["ce", "dlr", "hr"] = "ce"
+    initial_smoothing: float = Field(0.05, ge=0, lt=1, description="smoothing of every stratum before any update")
+    rate: float = Field(0.5, ge=0, description="step of the update s_k += rate * (confidence_k - accuracy_k)")
+    max_smoothing: float = Field(0.5, ge=0, lt=1, description="upper clip of every s_k")
+    update_every: int = Field(1, ge=1, description="epochs between updates of strata and smoothing")
+    warmup_epochs: int = Field(1, ge=0, description="epochs with initial_smoothing before the first update")
+
+    @model_validator(mode="after")
+    def _initial_below_max(self) -> AdaLSSpec:
+        if self.initial_smoothing > self.max_smoothing:
+            raise ValueError(f"initial_smoothing {self.initial_smoothing} exceeds max_smoothing {self.max_smoothing}")
+        return self
 
 
 class RecipeSpec(StrictModel):
@@ -182,8 +223,20 @@ class RecipeSpec(StrictModel):
     augment: Literal["none", "crop_flip"] = Field("none", description="crop_flip: 4-pixel random crop + flip")
     normalization: Normalization | None = None
     adversarial: AdversarialSpec | None = None
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="used by recipes that smooth labels")
-    entropy_beta: float = Field(0.0, ge=0, description="used by recipes that maximize entropy")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="ls, at+ls: smoothing s of (1-s) onehot + s/C")
+    entropy_beta: float = Field(0.0, ge=0, description="entm, at+entm: weight beta of CE - beta * H(softmax)")
+    hr_alpha: float = Field(1.6, gt=1, description="hr: Renyi order alpha of H(Yhat|X) + alpha * D_alpha")
+    adals: AdaLSSpec | None = Field(None, description="ar-adals: strata, robustness search and smoothing updates")
+    ensemble: int = Field(1, ge=1, description="train this many members (seeds seed, seed+7919, ...) and "
+                                              "average their softmax probabilities")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _adals_defaults(cls, data: Any) -> Any:
+        # ar-adals always has an adals block, so the defaults it trains with are in its recipe hash.
+        if isinstance(data, dict) and data.get("kind") == "ar-adals" and data.get("adals") is None:
+            data = {**data, "adals": {}}
+        return data
 
     @field_validator("kind")
     @classmethod
@@ -208,6 +261,24 @@ class RecipeSpec(StrictModel):
             raise ValueError(f"recipe kind '{self.kind}' needs an 'adversarial' block (eps, steps, ...)")
         if not needs and self.adversarial is not None:
             raise ValueError(f"recipe kind '{self.kind}' does not train adversarially; remove 'adversarial'")
+        return self
+
+    @model_validator(mode="after")
+    def _hyperparameters_match_kind(self) -> RecipeSpec:
+        from benchmark.training import RECIPES
+
+        # A hyperparameter the kind ignores would still change the recipe hash (a needless retraining)
+        # and suggests a mistaken kind, so setting one is an error.
+        uses = RECIPES.get(self.kind).uses
+        unused = sorted(f for f in self.model_fields_set & {"label_smoothing", "entropy_beta", "hr_alpha", "adals"}
+                        if f not in uses)
+        if unused:
+            used = ", ".join(sorted(uses)) or "none of them"
+            raise ValueError(f"recipe kind '{self.kind}' does not use {', '.join(repr(f) for f in unused)} "
+                             f"(it uses {used}); remove it or change 'kind'")
+        if self.adversarial is not None and self.adversarial.loss == "recipe" \
+                and RECIPES.get(self.kind).per_example is None:
+            raise ValueError(f"recipe kind '{self.kind}' has no per-example loss for adversarial.loss 'recipe'")
         return self
 
 
@@ -249,10 +320,23 @@ class RobustBenchModel(StrictModel):
 
 
 class RecipeModel(StrictModel):
-    """A model the harness trains itself from a recipe."""
+    """A model the harness trains itself from a recipe.
+
+    With ``seeds``, the recipe is trained once per seed (the recipe's own ``seed`` is replaced) and
+    every replica is evaluated as model ``<name>-seed<k>``; tables then report mean and standard
+    deviation across the replicas under ``<name>``.
+    """
 
     source: ClassVar[str] = "recipe"
     recipe: RecipeSpec
+    seeds: tuple[int, ...] | None = Field(None, min_length=1, description="train and evaluate one replica per seed")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {list(v)}")
+        return v
 
 
 class _NoSource(BaseModel):
@@ -298,6 +382,9 @@ class _Evaluation(StrictModel):
 
     # Fields that describe the cell but are not attack parameters.
     _not_params: ClassVar[frozenset[str]] = frozenset({"name", "attack", "eps", "batch_size", "source"})
+    # Fields that only shape the report (not the stored cells); kept out of fingerprints so that
+    # changing them re-renders tables without recomputing anything.
+    _report_only: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def label(self) -> str:
@@ -311,9 +398,25 @@ class _Evaluation(StrictModel):
     def norm_name(self) -> str:
         return getattr(self, "norm", "Linf")
 
+    @property
+    def loss_name(self) -> str:
+        """The attack loss ("" for evaluations without one)."""
+        return getattr(self, "loss", "")
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Sub-cells per eps beyond the eps list (corruption@severity); ``("",)`` for the others."""
+        return ("",)
+
+    @property
+    def n_cells(self) -> int:
+        """Cells per model."""
+        return len(self.eps_values) * len(self.variants)
+
     def attack_params(self) -> dict[str, Any]:
         """Keyword arguments of the attack factory."""
-        return {k: v for k, v in self.model_dump().items() if k not in self._not_params}
+        skip = self._not_params | self._report_only
+        return {k: v for k, v in self.model_dump().items() if k not in skip}
 
 
 class CleanEval(_Evaluation):
@@ -328,7 +431,7 @@ class FGSMEval(_Evaluation):
     attack: Literal["fgsm"]
     eps: EpsList
     norm: Literal["Linf", "L2"] = "Linf"
-    loss: Literal["ce", "dlr"] = "ce"
+    loss: Literal["ce", "dlr", "hr"] = "ce"
 
 
 class PGDEval(_Evaluation):
@@ -341,7 +444,7 @@ class PGDEval(_Evaluation):
     step_size: Eps | None = Field(None, description="absolute step size; 2.5*eps/steps if absent")
     random_start: bool = True
     restarts: int = Field(1, ge=1)
-    loss: Literal["ce", "dlr"] = "ce"
+    loss: Literal["ce", "dlr", "hr"] = "ce"
     seed: int = 0
 
 
@@ -374,8 +477,87 @@ class TransferEval(_Evaluation):
     steps: int = Field(10, ge=1)
     step_size: Eps | None = None
     random_start: bool = True
-    loss: Literal["ce", "dlr"] = "ce"
+    loss: Literal["ce", "dlr", "hr"] = "ce"
     seed: int = 0
+
+
+class RobustnessEval(_Evaluation):
+    """Per-example adversarial robustness: the smallest eps at which PGD breaks each example.
+
+    A grid cascade of PGD over ``grid`` equally spaced radii up to ``max_eps``, then
+    ``bisection_steps`` of bisection per example (see ``benchmark.attacks.robustness``). One cell
+    per model; the report bins examples by it (seed 001) using the model's clean records.
+    """
+
+    attack: Literal["robustness"]
+    max_eps: Eps = Field(description="largest radius searched; examples surviving it get min_eps inf")
+    norm: Literal["Linf", "L2"] = "Linf"
+    grid: int = Field(8, ge=1, le=1000, description="equally spaced radii in (0, max_eps]")
+    bisection_steps: int = Field(5, ge=0, le=30, description="bisection steps inside the grid bracket")
+    steps: int = Field(10, ge=1)
+    step_fraction: float | None = Field(None, gt=0, description="PGD step as a fraction of eps; 2.5/steps if absent")
+    random_start: bool = True
+    loss: Literal["ce", "dlr", "hr"] = "ce"
+    seed: int = 0
+    bins: int | tuple[Eps, ...] = Field(
+        4, description="report: N equal-count bins of min_eps (ties split by example index), or ascending "
+                       "interior edges [e1, e2, ...] giving bins [0, e1), [e1, e2), ..., [ek, inf]")
+    _report_only: ClassVar[frozenset[str]] = frozenset({"bins"})
+
+    @property
+    def eps_values(self) -> tuple[float, ...]:
+        return (self.max_eps,)
+
+    @field_validator("bins")
+    @classmethod
+    def _good_bins(cls, v: int | tuple[float, ...]) -> int | tuple[float, ...]:
+        if isinstance(v, int):
+            if v < 1:
+                raise ValueError("bins must be >= 1 (a count) or a list of ascending edges")
+        elif not v or any(b <= a for a, b in zip(v, v[1:])) or v[0] <= 0:
+            raise ValueError("bin edges must be a non-empty, strictly ascending list of eps > 0")
+        return v
+
+
+_CORRUPTION_NAMES = ("gaussian_noise", "shot_noise", "impulse_noise", "gaussian_blur", "contrast")
+
+
+class CorruptionEval(_Evaluation):
+    """Common corruptions generated on the fly and seeded (see ``benchmark.corruptions``).
+
+    One cell per model x corruption x severity.
+    """
+
+    attack: Literal["corruption"]
+    corruptions: tuple[Literal[_CORRUPTION_NAMES], ...] = Field(  # type: ignore[valid-type]
+        ("gaussian_noise", "gaussian_blur", "contrast"), description="names; see benchmark.corruptions")
+    severities: tuple[Annotated[int, Field(ge=1, le=5)], ...] = Field((1, 2, 3, 4, 5), description="1 (mild) .. 5")
+    seed: int = 0
+    _report_only: ClassVar[frozenset[str]] = frozenset({"corruptions", "severities"})
+
+    @field_validator("corruptions", "severities")
+    @classmethod
+    def _unique(cls, v: tuple[Any, ...]) -> tuple[Any, ...]:
+        if not v:
+            raise ValueError("the list is empty")
+        return tuple(dict.fromkeys(v))
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return tuple(f"{c}@{s}" for c in self.corruptions for s in sorted(self.severities))
+
+    def variant_params(self, variant: str) -> dict[str, Any]:
+        """The parameters of one cell: its corruption, severity and seed."""
+        name, _, severity = variant.partition("@")
+        return {"corruption": name, "severity": int(severity), "seed": self.seed}
+
+
+class JacobianEval(_Evaluation):
+    """Frobenius norm of the input Jacobian per clean example (seed 000), exact (C backward passes)."""
+
+    attack: Literal["jacobian"]
+    of: Literal["logits", "probs", "both"] = Field("both", description="Jacobian of the logits, the softmax "
+                                                                       "probabilities, or both")
 
 
 _EVALUATIONS: dict[str, type[_Evaluation]] = {
@@ -384,6 +566,9 @@ _EVALUATIONS: dict[str, type[_Evaluation]] = {
     "pgd": PGDEval,
     "autoattack": AutoAttackEval,
     "transfer": TransferEval,
+    "robustness": RobustnessEval,
+    "corruption": CorruptionEval,
+    "jacobian": JacobianEval,
 }
 
 
@@ -463,6 +648,38 @@ class Suite(StrictModel):
     def evaluation_map(self) -> dict[str, _Evaluation]:
         return {e.label: e for e in self.evaluations}
 
+    def replicas(self) -> dict[str, ModelReplica]:
+        """Every model to evaluate: one per suite model, or one per seed of a multi-seed recipe."""
+        out: dict[str, ModelReplica] = {}
+        for name, spec in self.models.items():
+            seeds = getattr(spec, "seeds", None)
+            if seeds is None:
+                out[name] = ModelReplica(name, name, None, spec)
+                continue
+            for seed in seeds:
+                recipe = spec.recipe.model_copy(update={"seed": seed})
+                out[f"{name}-seed{seed}"] = ModelReplica(f"{name}-seed{seed}", name, seed,
+                                                         RecipeModel(recipe=recipe))
+        return out
+
+    def replica_of(self, model: str) -> str:
+        """The replica that stands for a suite model where one model is needed (a transfer source)."""
+        return next(r.name for r in self.replicas().values() if r.group == model)
+
+
+class ModelReplica(BaseModel):
+    """One evaluated model: a suite model, or one seed of a multi-seed recipe model."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    group: str
+    seed: int | None
+    spec: Any
+
+    def __init__(self, name: str, group: str, seed: int | None, spec: Any):
+        super().__init__(name=name, group=group, seed=seed, spec=spec)
+
 
 def _cross_field_problems(suite: Suite) -> list[tuple[str, str]]:
     """Checks that span sections: names, references between entries, eps ranges."""
@@ -476,6 +693,14 @@ def _cross_field_problems(suite: Suite) -> list[tuple[str, str]]:
     info = dataset_info(suite.data.dataset)
     dim = math.prod(info.input_shape)
     for i, ev in enumerate(suite.evaluations):
+        if isinstance(ev, RobustnessEval) and not any(isinstance(e, CleanEval) for e in suite.evaluations):
+            problems.append((f"evaluations[{i}].attack",
+                             "the robustness evaluation bins examples using the models' clean records; "
+                             "add '- attack: clean' to evaluations"))
+        if isinstance(ev, RobustnessEval) and isinstance(ev.bins, tuple) and ev.bins[-1] > ev.max_eps:
+            problems.append((f"evaluations[{i}].bins",
+                             f"bin edge {ev.bins[-1]:g} is above max_eps {ev.max_eps:g}; no min_eps falls there "
+                             f"except the unbroken (inf)"))
         if isinstance(ev, TransferEval) and ev.source not in suite.models:
             problems.append((f"evaluations[{i}].source",
                              f"transfer source '{ev.source}' is not a model of this suite.{suggest(ev.source, suite.models)} "

@@ -12,6 +12,8 @@ import logging
 import statistics
 import sys
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -34,7 +36,9 @@ def robust_accuracy(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> f
 
 def main() -> int:
     """Measure and print the comparison table; return 0 unless a row is slower beyond noise or weaker."""
-    import torchattacks
+    from benchmark._compat import import_isolated
+
+    torchattacks = import_isolated("torchattacks", Path(__file__).resolve().parents[1])
 
     args = parse_args(__doc__.splitlines()[0], repeats=7)
     model, x, y = make_problem(BATCH)

@@ -11,6 +11,8 @@ import logging
 import sys
 from collections.abc import Iterator
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -461,7 +463,9 @@ def test_autoattack_wrapper_matches_calling_pyautoattack_directly(
 
 
 def test_linf_pgd_matches_torchattacks(digits_model: nn.Module, digits: tuple) -> None:
-    torchattacks = pytest.importorskip("torchattacks")
+    from benchmark._compat import import_isolated
+
+    torchattacks = import_isolated("torchattacks", Path(__file__).resolve().parents[1])
     x, y = digits[0][:400], digits[1][:400]
     for eps in (0.05, 0.1):
         alpha, steps = eps / 4, 10

@@ -117,3 +117,16 @@ def test_python_dash_m_and_console_script() -> None:
     bad = subprocess.run([sys.executable, "-m", "benchmark", "validate", str(ROOT / "nope.yaml")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "nope.yaml: file not found" in bad.stderr
+
+
+def test_clobbered_robustbench_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torchattacks' wheel overwrites RobustBench 1.1.1 with an old copy; that must not go unnoticed.
+    from benchmark._compat import check_robustbench_intact, ensure_autoattack_module
+
+    ensure_autoattack_module()
+    import robustbench.utils
+
+    check_robustbench_intact()
+    monkeypatch.delattr(robustbench.utils, "download_gdrive_new")
+    with pytest.raises(ImportError, match="force-reinstall --no-deps robustbench==1.1.1"):
+        check_robustbench_intact()

@@ -80,9 +80,34 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -margin / (top3[:, 0] - top3[:, 2] + 1e-12)
 
 
+def hr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """HR loss of seed 003 (Picot et al.) per example: ``H(softmax(z)) + CE(z, y)``.
+
+    The training loss is ``mean_i H(q_i) + alpha * D_alpha`` where the Renyi term is a soft maximum
+    of the batch's cross-entropies and does not split over examples. Evaluated on one example it
+    equals that example's cross-entropy whatever alpha is, so the per-example loss is the entropy
+    of the prediction plus the cross-entropy; both terms grow as the model gets worse, and the
+    attack maximizes their sum (sign as for ``ce``: larger = more adversarial). Being per example,
+    an example's attack does not depend on the other examples of its batch. The derivation is in
+    ``benchmark.training.losses``.
+
+    Args:
+        logits: model outputs, shape ``[N, C]``.
+        y: true labels, shape ``[N]``.
+
+    Returns:
+        Loss per example, shape ``[N]``.
+    """
+    # Imported here: benchmark.training imports the attacks package for adversarial training.
+    from benchmark.training.losses import hr_per_example
+
+    return hr_per_example(logits, y)
+
+
 ATTACK_LOSSES: dict[str, AttackLoss] = {
     "ce": ce_loss,
     "dlr": dlr_loss,
+    "hr": hr_loss,
 }
 """Attack losses by the name suites use (``loss: ce``)."""
 

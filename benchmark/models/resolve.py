@@ -141,11 +141,15 @@ def load_resolved(model: ResolvedModel, suite: Suite, suite_file: str, device: t
                                threat_model=spec.threat_model, model_dir=spec.model_dir)
     else:
         if isinstance(spec, CheckpointModel):
-            arch, norm, strip, rename = spec.arch, spec.normalization, list(spec.strip_prefixes), spec.rename
+            norm, strip, rename = spec.normalization, list(spec.strip_prefixes), spec.rename
+            net = build_architecture(spec.arch, info.num_classes, info.input_shape[0], info.input_shape[1],
+                                     mean=norm.mean if norm else None, std=norm.std if norm else None)
         else:
-            arch, norm, strip, rename = spec.recipe.arch, spec.recipe.normalization, [], {}
-        net = build_architecture(arch, info.num_classes, info.input_shape[0], info.input_shape[1],
-                                 mean=norm.mean if norm else None, std=norm.std if norm else None)
+            from benchmark.training import build_recipe_model
+
+            # Recipes may be ensembles; the recipe module knows the layout it saved.
+            strip, rename = [], {}
+            net = build_recipe_model(spec.recipe, info.num_classes, info.input_shape[0], info.input_shape[1])
         try:
             state = apply_key_map(load_state_dict(model.weights), strip_prefixes=strip, rename=rename)
             load_into(net, state, source=f"{key} ({model.weights})")

@@ -31,9 +31,12 @@ logger = logging.getLogger(__name__)
 
 def _model_dicts() -> tuple[Any, Any, Any]:
     """Import RobustBench lazily (it is heavy and needs the ``autoattack`` shim)."""
-    from benchmark._compat import ensure_autoattack_module
+    from benchmark._compat import check_robustbench_intact
 
-    ensure_autoattack_module()
+    try:
+        check_robustbench_intact()
+    except ImportError as exc:
+        raise CheckpointError(str(exc)) from None
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 

@@ -7,7 +7,6 @@ dataset name, so changing one hyperparameter trains a new model and an unchanged
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -17,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +24,21 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.suite import RecipeSpec
+from benchmark.training.adals import AdaLSState
+from benchmark.training.adversary import (
+    Adversary,
+    robustness_adversary,
+    training_adversary,
+)
+from benchmark.training.ensemble import (
+    ProbabilityEnsemble,
+    build_recipe_model,
+    member_seed,
+)
 from benchmark.training.recipes import RECIPES
+
+if TYPE_CHECKING:
+    from benchmark.data import ArrayDataset, DatasetInfo
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +54,26 @@ class CachedModel:
     meta: dict[str, Any]
 
 
+def _hashed_recipe(spec: RecipeSpec) -> dict[str, Any]:
+    """The recipe fields that enter its hash.
+
+    Fields added after the first release (``hr_alpha``, ``adals``, ``ensemble``) are left out where
+    they cannot change the weights (a kind that does not read them, no block, one member), so the
+    checkpoints cached before they existed keep their hash and are not retrained.
+    """
+    dump = spec.model_dump(mode="json")
+    if "hr_alpha" not in RECIPES.get(spec.kind).uses:
+        dump.pop("hr_alpha", None)
+    if dump.get("adals") is None:
+        dump.pop("adals", None)
+    if dump.get("ensemble") == 1:
+        dump.pop("ensemble", None)
+    return dump
+
+
 def recipe_hash(spec: RecipeSpec, dataset: str) -> str:
     """Stable hash of everything that determines the trained weights."""
-    payload = {"recipe": spec.model_dump(mode="json"), "dataset": dataset, "code": TRAINING_CODE_VERSION}
+    payload = {"recipe": _hashed_recipe(spec), "dataset": dataset, "code": TRAINING_CODE_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -126,58 +156,46 @@ def _accuracy_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch
     return correct / len(x), loss / len(x)
 
 
-def _robust_accuracy(model: nn.Module, attack: Any, x: torch.Tensor, y: torch.Tensor, eps: float,
-                     batch_size: int, device: torch.device) -> float:
+def _robust_accuracy(model: nn.Module, adversary: Adversary, x: torch.Tensor, y: torch.Tensor, eps: float,
+                     seed: int, batch_size: int, device: torch.device) -> float:
     model.eval()
     correct = 0
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        x_adv = attack(model, xb, yb, eps).x_adv
+        x_adv = adversary(model, xb, yb, eps, seed)
         with torch.no_grad():
             correct += int((model(x_adv).argmax(1) == yb).sum())
     return correct / len(x)
 
 
-def train_recipe(spec: RecipeSpec, dataset: str, *, data_dir: Path, download: bool, device: torch.device,
-                 progress: bool = True, label: str = "") -> tuple[nn.Module, dict[str, Any]]:
-    """Train a model from its recipe; deterministic on the CPU for a fixed seed.
-
-    Returns:
-        The trained model (eval mode, on ``device``) and metadata: data hash, final train and
-        validation metrics, wall time.
-    """
-    from benchmark.attacks import ATTACKS
-    from benchmark.data import dataset_info, eval_subset, load_dataset
-    from benchmark.models.architectures import build_architecture
-
+def _train_member(spec: RecipeSpec, seed: int, train: ArrayDataset, val: ArrayDataset, info: DatasetInfo, *,
+                  device: torch.device, progress: bool, label: str) -> tuple[nn.Module, dict[str, Any]]:
+    """Train one network of a recipe with ``seed``; returns it (eval mode) and what it recorded."""
     recipe = RECIPES.get(spec.kind)
-    info = dataset_info(dataset)
-    train = load_dataset(dataset, "train", data_dir=data_dir, download=download, seed=spec.seed)
-    val = load_dataset(dataset, "val", data_dir=data_dir, download=download, seed=spec.seed)
-    _, train_hash = eval_subset(train, None, 0)
-    _, val_hash = eval_subset(val, None, 0)
-
-    torch.manual_seed(spec.seed)
-    gen = torch.Generator().manual_seed(spec.seed)
-    norm = spec.normalization
-    model = build_architecture(spec.arch, info.num_classes, info.input_shape[0], info.input_shape[1],
-                               mean=norm.mean if norm else None, std=norm.std if norm else None).to(device)
+    # Seeding order and the draws below are those of the first version of this loop, so recipes it
+    # could train (standard, at) keep producing the same weights.
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = build_recipe_model(spec.model_copy(update={"ensemble": 1}), info.num_classes, info.input_shape[0],
+                               info.input_shape[1]).to(device)
     opt = _optimizer(spec, model)
     steps_per_epoch = math.ceil(len(train) / spec.batch_size)
     total = spec.epochs * steps_per_epoch
     adv = spec.adversarial
-    attack = None
-    if recipe.adversarial:
-        assert adv is not None
-        attack = ATTACKS.get("pgd")(norm=adv.norm, steps=adv.steps, step_size=adv.step_size,
-                                     random_start=adv.random_start, restarts=1, loss=adv.loss, seed=spec.seed,
-                                     num_classes=info.num_classes)
+    adversary = training_adversary(spec, recipe) if recipe.adversarial else None
+    adals = AdaLSState(spec.adals, info.num_classes) if recipe.adaptive_smoothing and spec.adals else None
+    if recipe.adaptive_smoothing and adals is None:
+        raise ValueError(f"recipe kind '{spec.kind}' needs an 'adals' block")
+    search = robustness_adversary(spec.adals) if adals is not None else None
     augment = spec.augment == "crop_flip"
-    start = time.perf_counter()
     step = 0
     bar = tqdm(total=total, desc=f"train {label or spec.kind}", unit="step", disable=not progress, leave=False)
     last_loss = float("nan")
     for epoch in range(spec.epochs):
+        if adals is not None and adals.is_update_epoch(epoch):
+            # Seeded per update so that the robustness search is reproducible and differs between updates.
+            adals.update(model, train, val, search, epoch=epoch, seed=seed * 1_000_003 + 999_983 * (epoch + 1),
+                         batch_size=max(spec.batch_size, 256), device=device)
         perm = torch.randperm(len(train), generator=gen)
         for i in range(0, len(train), spec.batch_size):
             idx = perm[i:i + spec.batch_size]
@@ -185,16 +203,17 @@ def train_recipe(spec: RecipeSpec, dataset: str, *, data_dir: Path, download: bo
             if augment:
                 xb = _augment(xb, gen)
             xb, yb = xb.to(device), yb.to(device)
-            if attack is not None:
+            if adversary is not None:
+                assert adv is not None
                 # Adversarial examples are generated in eval mode (batch-norm statistics frozen), as in
-                # TRADES and MART; `attack` restores the mode and the parameters' requires_grad after.
-                # A fresh random start every step, reproducible from the recipe's seed.
-                step_attack = dataclasses.replace(attack, seed=spec.seed * 1_000_003 + step)
-                xb = step_attack(model, xb, yb, adv.eps).x_adv.detach()
+                # TRADES and MART; the attack restores the mode and the parameters' requires_grad after.
+                # A fresh random start every step, reproducible from the seed.
+                xb = adversary(model, xb, yb, adv.eps, seed * 1_000_003 + step)
             for group in opt.param_groups:
                 group["lr"] = _lr_at(spec, step, total, steps_per_epoch)
             model.train()
-            loss = recipe.loss(model(xb), yb, spec)
+            target = adals.targets(idx, yb) if adals is not None else yb
+            loss = recipe.loss(model(xb), target, spec)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch}, step {step}")
             opt.zero_grad(set_to_none=True)
@@ -206,14 +225,55 @@ def train_recipe(spec: RecipeSpec, dataset: str, *, data_dir: Path, download: bo
             bar.set_postfix(epoch=epoch + 1, loss=f"{last_loss:.3f}")
     bar.close()
     model.eval()
+    record: dict[str, Any] = {"seed": seed, "last_batch_loss": last_loss}
+    if adals is not None:
+        record["adals"] = adals.summary()
+    return model, record
+
+
+def train_recipe(spec: RecipeSpec, dataset: str, *, data_dir: Path, download: bool, device: torch.device,
+                 progress: bool = True, label: str = "") -> tuple[nn.Module, dict[str, Any]]:
+    """Train a model from its recipe; deterministic on the CPU for a fixed seed.
+
+    With ``ensemble: N > 1`` the N members train one after the other with seeds
+    ``member_seed(seed, m)`` on the same data split, and the model is their
+    :class:`~benchmark.training.ensemble.ProbabilityEnsemble`.
+
+    Returns:
+        The trained model (eval mode, on ``device``) and metadata: data hash, final train and
+        validation metrics, per-member records (AR-AdaLS: final smoothing and stratum edges), wall time.
+    """
+    from benchmark.data import dataset_info, eval_subset, load_dataset
+
+    recipe = RECIPES.get(spec.kind)
+    info = dataset_info(dataset)
+    train = load_dataset(dataset, "train", data_dir=data_dir, download=download, seed=spec.seed)
+    val = load_dataset(dataset, "val", data_dir=data_dir, download=download, seed=spec.seed)
+    _, train_hash = eval_subset(train, None, 0)
+    _, val_hash = eval_subset(val, None, 0)
+
+    start = time.perf_counter()
+    members: list[nn.Module] = []
+    records: list[dict[str, Any]] = []
+    for m in range(spec.ensemble):
+        tag = label or spec.kind
+        net, record = _train_member(spec, member_seed(spec.seed, m), train, val, info, device=device, progress=progress,
+                                    label=tag if spec.ensemble == 1 else f"{tag}[{m}]")
+        members.append(net)
+        records.append(record)
+    model = members[0] if spec.ensemble == 1 else ProbabilityEnsemble(members).to(device)
+    model.eval()
     bs = max(spec.batch_size, 256)
     train_acc, train_loss = _accuracy_and_loss(model, train.x, train.y, bs, device)
     val_acc, val_loss = _accuracy_and_loss(model, val.x, val.y, bs, device)
     metrics: dict[str, float] = {"train_accuracy": train_acc, "train_loss": train_loss,
-                                 "val_accuracy": val_acc, "val_loss": val_loss, "last_batch_loss": last_loss}
-    if attack is not None:
-        metrics["val_robust_accuracy"] = _robust_accuracy(model, attack, val.x, val.y, adv.eps, bs, device)
-    meta = {
+                                 "val_accuracy": val_acc, "val_loss": val_loss,
+                                 "last_batch_loss": records[-1]["last_batch_loss"]}
+    if recipe.adversarial:
+        assert spec.adversarial is not None
+        metrics["val_robust_accuracy"] = _robust_accuracy(model, training_adversary(spec, recipe), val.x, val.y,
+                                                          spec.adversarial.eps, spec.seed, bs, device)
+    meta: dict[str, Any] = {
         "recipe": spec.model_dump(mode="json"),
         "dataset": dataset,
         "train_hash": train_hash,
@@ -225,6 +285,11 @@ def train_recipe(spec: RecipeSpec, dataset: str, *, data_dir: Path, download: bo
         "torch": torch.__version__,
         "code_version": TRAINING_CODE_VERSION,
     }
+    if spec.ensemble > 1:
+        meta["members"] = records
+    if "adals" in records[0]:
+        # The single model's (or first member's) final AR-AdaLS state, where tools look first.
+        meta["adals"] = records[0]["adals"]
     logger.info("trained %s: %s", label or spec.kind, {k: round(v, 4) for k, v in metrics.items()})
     return model, meta
 
