@@ -4,13 +4,21 @@ Nothing here runs a model. ``tidy.csv`` has one row per model / evaluation / eps
 pivots are rendered for the terminal and written as CSV, Markdown and LaTeX.
 
 Robust accuracy at an eps is also reported for a ``worst-case`` evaluation: an example counts as
-robust at eps only if no attack of the suite with that norm and eps broke it.
+robust at eps only if no attack of the suite with that norm and eps broke it. An attack whose loss is
+not cross-entropy shows it in its column label (``pgd[hr]@0.1``) and in the tidy ``loss`` column.
+
+The per-example analyses add rows and tables (see ``benchmark.report_analyses``):
+``robustness`` cells add ``median_min_eps`` / ``mean_min_eps`` (``min_eps`` censored at the searched
+``max_eps``: an example never broken counts as ``max_eps``, so both are lower bounds) and the
+``robustness_bins`` table; ``corruption`` cells add clean-style metric rows with a ``variant``
+(``contrast@3``) and the ``corruptions`` table and figure; ``jacobian`` cells add
+``jacobian_fro_{logits,probs}_{mean,std}`` (standard deviation with ddof 1) and the ``jacobian`` table.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +32,9 @@ from benchmark.suite import eps_label
 logger = logging.getLogger(__name__)
 
 WORST_CASE = "worst-case"
+# Evaluations whose cells are not adversarial: they never enter the worst case or the robust table.
+_NOT_ADVERSARIAL = frozenset({"clean", "corruption", "jacobian"})
+_TIDY_COLUMNS = ["model", "evaluation", "attack", "loss", "norm", "eps", "eps_label", "variant", "metric", "value", "n"]
 # Shown as percentages in the pivots (the tidy table keeps fractions).
 _PERCENT = {"accuracy", "robust_accuracy", "ece", "ece_mass", "mce", "confidence"}
 _CALIBRATION_ORDER = ["accuracy", "ece", "ece_mass", "mce", "nll", "brier", "auroc", "confidence", "entropy"]
@@ -37,6 +48,9 @@ class Report:
     robust: pd.DataFrame
     calibration: pd.DataFrame
     missing: int
+    robustness_bins: pd.DataFrame = field(default_factory=pd.DataFrame)
+    corruptions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    jacobian: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _order_key(models: list[str], evals: list[str]) -> Any:
@@ -68,15 +82,24 @@ def tidy_table(store: Store) -> tuple[pd.DataFrame, int]:
         except FileNotFoundError:
             missing += 1
             continue
-        base = {"model": cell["model"], "evaluation": cell["evaluation"], "attack": cell["attack"],
-                "norm": cell["norm"] if cell["attack"] != "clean" else "", "eps": cell["eps"],
-                "eps_label": eps_label(cell["eps"]) if cell["attack"] != "clean" else ""}
-        is_clean = cell["attack"] == "clean"
+        attack = cell["attack"]
+        adversarial = attack not in _NOT_ADVERSARIAL
+        base = {"model": cell["model"], "evaluation": cell["evaluation"], "attack": attack,
+                "loss": cell.get("loss", "") or "", "norm": cell["norm"] if adversarial else "", "eps": cell["eps"],
+                "eps_label": eps_label(cell["eps"]) if adversarial else "", "variant": cell.get("variant", "") or ""}
+        if attack == "jacobian":
+            rows += _jacobian_rows(base, rec)
+            continue
         values = compute_metrics(rec.probs, rec.label, rec.valid, metric_names, n_bins=n_bins)
         for name, (value, n) in values.items():
-            metric = "robust_accuracy" if name == "accuracy" and not is_clean else name
+            metric = "robust_accuracy" if name == "accuracy" and adversarial else name
             rows.append({**base, "metric": metric, "value": value, "n": n})
-        if not is_clean:
+        if attack == "robustness" and "min_eps" in rec.extras:
+            censored = np.minimum(rec.extras["min_eps"].astype(np.float64), cell["eps"])
+            for metric, value in (("median_min_eps", np.median(censored)), ("mean_min_eps", np.mean(censored))):
+                rows.append({**base, "metric": metric, "value": float(value) if len(censored) else float("nan"),
+                             "n": len(censored)})
+        if adversarial:
             robust_flags.setdefault((cell["model"], cell["norm"], cell["eps"]), []).append(_aligned(rec))
             if "queries" in rec.extras:
                 rows.append({**base, "metric": "mean_queries", "value": float(np.mean(rec.extras["queries"])),
@@ -85,15 +108,27 @@ def tidy_table(store: Store) -> tuple[pd.DataFrame, int]:
                          if rec.attacked.any() else 0.0, "n": int(rec.attacked.sum())})
     for (model, norm, eps), flags in robust_flags.items():
         robust = np.logical_and.reduce([f for f in flags])
-        rows.append({"model": model, "evaluation": WORST_CASE, "attack": WORST_CASE, "norm": norm, "eps": eps,
-                     "eps_label": eps_label(eps), "metric": "robust_accuracy", "value": float(robust.mean()),
-                     "n": int(len(robust))})
-    tidy = pd.DataFrame(rows, columns=["model", "evaluation", "attack", "norm", "eps", "eps_label", "metric",
-                                       "value", "n"])
+        rows.append({"model": model, "evaluation": WORST_CASE, "attack": WORST_CASE, "loss": "", "norm": norm,
+                     "eps": eps, "eps_label": eps_label(eps), "variant": "", "metric": "robust_accuracy",
+                     "value": float(robust.mean()), "n": int(len(robust))})
+    tidy = pd.DataFrame(rows, columns=_TIDY_COLUMNS)
     models = list(dict.fromkeys(c["model"] for c in manifest["cells"]))
     evals = list(dict.fromkeys(c["evaluation"] for c in manifest["cells"]))
     tidy = tidy.sort_values(["model", "evaluation", "eps"], key=_order_key(models, evals), kind="stable")
     return tidy.reset_index(drop=True), missing
+
+
+def _jacobian_rows(base: dict[str, Any], rec: CellRecords) -> list[dict[str, Any]]:
+    rows = []
+    for key, values in rec.extras.items():
+        if not key.startswith("jac_fro_"):
+            continue
+        v = values[np.isfinite(values)].astype(np.float64)  # NaN marks rows with non-finite logits
+        stats = (("mean", float(v.mean()) if len(v) else float("nan")),
+                 ("std", float(v.std(ddof=1)) if len(v) > 1 else float("nan")))
+        rows += [{**base, "metric": f"jacobian_fro_{key[len('jac_fro_'):]}_{s}", "value": x, "n": len(v)}
+                 for s, x in stats]
+    return rows
 
 
 def _aligned(rec: CellRecords) -> np.ndarray:
@@ -102,21 +137,27 @@ def _aligned(rec: CellRecords) -> np.ndarray:
     return rec.correct[np.argsort(rec.index, kind="stable")]
 
 
-def _column_label(evaluation: str, attack: str, norm: str, eps_lbl: str, norms: set[str]) -> str:
+def _loss_part(loss: Any) -> str:
+    # Cross-entropy is the default every reader assumes; any other loss is named in the label.
+    return f"[{loss}]" if isinstance(loss, str) and loss not in ("", "ce") else ""
+
+
+def _column_label(evaluation: str, attack: str, norm: str, eps_lbl: str, norms: set[str], loss: str = "") -> str:
     if attack == "clean":
         return "clean"
     norm_part = f" {norm}" if len(norms) > 1 else ""
-    return f"{evaluation}@{eps_lbl}{norm_part}"
+    return f"{evaluation}{_loss_part(loss)}@{eps_lbl}{norm_part}"
 
 
 def robust_pivot(tidy: pd.DataFrame) -> pd.DataFrame:
     """Models x (clean, evaluation@eps ..., worst-case@eps ...), accuracies in percent."""
-    acc = tidy[tidy.metric.isin(["accuracy", "robust_accuracy"])].copy()
+    acc = tidy[(tidy.metric == "robust_accuracy") | ((tidy.metric == "accuracy") & (tidy.attack == "clean"))].copy()
     if acc.empty:
         return pd.DataFrame()
     norms = set(acc.loc[acc.attack != "clean", "norm"])
-    acc["column"] = [_column_label(e, a, n, l, norms) for e, a, n, l in
-                     zip(acc.evaluation, acc.attack, acc.norm, acc.eps_label)]
+    loss = acc["loss"] if "loss" in acc else [""] * len(acc)
+    acc["column"] = [_column_label(e, a, n, l, norms, lo) for e, a, n, l, lo in
+                     zip(acc.evaluation, acc.attack, acc.norm, acc.eps_label, loss)]
     cols = list(dict.fromkeys(acc.column))
     # Clean first, then each evaluation in suite order, worst case last.
     cols = [c for c in cols if c == "clean"] + [c for c in cols if c != "clean" and not c.startswith(WORST_CASE)] \
@@ -134,7 +175,10 @@ def calibration_pivot(tidy: pd.DataFrame) -> pd.DataFrame:
     if cal.empty:
         return pd.DataFrame()
     cal["metric"] = cal.metric.replace({"robust_accuracy": "accuracy"})
-    cal["inputs"] = [("clean" if a == "clean" else f"{e}@{l}") for e, a, l in zip(cal.evaluation, cal.attack, cal.eps_label)]
+    loss = cal["loss"] if "loss" in cal else [""] * len(cal)
+    variant = cal["variant"] if "variant" in cal else [""] * len(cal)
+    cal["inputs"] = [("clean" if a == "clean" else f"{e}:{v}" if a == "corruption" else f"{e}{_loss_part(lo)}@{l}")
+                     for e, a, l, lo, v in zip(cal.evaluation, cal.attack, cal.eps_label, loss, variant)]
     pivot = cal.pivot_table(index=["model", "inputs"], columns="metric", values="value", aggfunc="first", sort=False)
     pivot = pivot.reindex(columns=[m for m in _CALIBRATION_ORDER if m in pivot.columns])
     for m in pivot.columns:
@@ -150,13 +194,17 @@ def build_report(results: Path) -> Report:
     Raises:
         FileNotFoundError: the folder has no manifest.
     """
+    from benchmark.report_analyses import corruption_pivot, jacobian_pivot, robustness_bins_table
+
     store = Store(results)
     tidy, missing = tidy_table(store)
-    return Report(tidy, robust_pivot(tidy), calibration_pivot(tidy), missing)
+    return Report(tidy, robust_pivot(tidy), calibration_pivot(tidy), missing,
+                  robustness_bins=robustness_bins_table(store), corruptions=corruption_pivot(tidy),
+                  jacobian=jacobian_pivot(tidy))
 
 
-def _latex(df: pd.DataFrame, caption: str) -> str:
-    body = df.to_latex(float_format="%.2f", na_rep="--", escape=True, caption=caption, position="t")
+def _latex(df: pd.DataFrame, caption: str, fmt: str = ".2f") -> str:
+    body = df.to_latex(float_format=f"%{fmt}", na_rep="--", escape=True, caption=caption, position="t")
     return body
 
 
@@ -167,18 +215,29 @@ def write_report(report: Report, results: Path) -> list[Path]:
     atomic_write_text(path, report.tidy.to_csv(index=False))
     written.append(path)
     for stem, df, caption in (("robust_accuracy", report.robust, "Robust accuracy (%)"),
-                              ("calibration", report.calibration, "Calibration")):
+                              ("calibration", report.calibration, "Calibration"),
+                              ("robustness_bins", report.robustness_bins,
+                               "Clean accuracy, confidence and ECE (%) by per-example robustness (min eps)"),
+                              ("corruptions", report.corruptions, "Accuracy and calibration under corruptions"),
+                              ("jacobian", report.jacobian, "Frobenius norm of the input Jacobian")):
         if df.empty:
             continue
-        for ext, text in (("csv", df.to_csv(float_format="%.4f")),
-                          ("md", df.to_markdown(floatfmt=".2f") + "\n"),
-                          ("tex", _latex(df, caption))):
+        # Radii and Jacobian norms span orders of magnitude: significant digits, not fixed decimals.
+        fmt = ".4g" if stem in ("robustness_bins", "jacobian") else ".2f"
+        new_table = stem in ("robustness_bins", "corruptions", "jacobian")
+        md = (df.reset_index().to_markdown(floatfmt=fmt, index=False) if new_table else df.to_markdown(floatfmt=fmt))
+        for ext, text in (("csv", df.to_csv(float_format="%.6g" if new_table else "%.4f")),
+                          ("md", md + "\n"),
+                          ("tex", _latex(df, caption, fmt))):
             p = results / f"{stem}.{ext}"
             atomic_write_text(p, text)
             written.append(p)
-    png = plot_robustness(report.tidy, results / "robust_accuracy.png", results.name)
-    if png is not None:
-        written.append(png)
+    from benchmark.report_analyses import plot_corruptions
+
+    for png in (plot_robustness(report.tidy, results / "robust_accuracy.png", results.name),
+                plot_corruptions(report.tidy, results / "corruptions.png", results.name)):
+        if png is not None:
+            written.append(png)
     return written
 
 
@@ -233,6 +292,20 @@ def render_terminal(report: Report, title: str, width: int = 120) -> str:
     if not report.calibration.empty:
         out += ["", f"Calibration - {title}",
                 report.calibration.reset_index().to_markdown(floatfmt=".2f", tablefmt="simple", index=False)]
+    corruptions = report.corruptions
+    if not corruptions.empty:
+        # The terminal shows accuracy and ECE only (the files hold every metric), transposed when too wide.
+        corruptions = corruptions[corruptions.index.get_level_values("metric").isin(["accuracy %", "ece %"])]
+        text = corruptions.to_markdown(floatfmt=".2f", tablefmt="simple")
+        if max(len(line) for line in text.splitlines()) > width:
+            corruptions = corruptions.T.rename_axis("corruption@severity")
+            corruptions.columns = [f"{model} {metric}" for model, metric in corruptions.columns]
+    for df, caption in ((report.robustness_bins, "Clean predictions by per-example robustness (min eps)"),
+                        (corruptions, "Under corruptions (severity after @)"),
+                        (report.jacobian, "Input-Jacobian Frobenius norm")):
+        if not df.empty:
+            out += ["", f"{caption} - {title}", df.reset_index().to_markdown(floatfmt=".4g", tablefmt="simple",
+                                                                              index=False)]
     if report.missing:
         out.append(f"\n({report.missing} planned cell(s) not in the store yet: run the suite to fill them in)")
     return "\n".join(out)

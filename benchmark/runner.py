@@ -6,6 +6,11 @@ smaller eps keeps its adversarial example (it lies inside every larger ball). A 
 therefore covers the eps list up to its own eps. A rerun reads finished cells instead of computing
 them; a killed run resumes at the first missing eps of each cascade, from the stored records of the
 eps before it.
+
+The evaluations that are not cascades (``robustness``, ``corruption``, ``jacobian``; see
+``benchmark.evaluations``) have independent cells: one per model for robustness and jacobian, one per
+model x corruption x severity for corruption (the cell's ``variant``, e.g. ``contrast@3``, whose
+fingerprint covers the corruption, severity and seed). Each missing cell is computed on its own.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from tqdm.auto import tqdm
 from benchmark.errors import BenchError, InvalidOutputError
 from benchmark.models.resolve import ResolvedModel, load_resolved, resolve_model
 from benchmark.store import CellRecords, Store, fingerprint, provenance, versions_for_fingerprint
-from benchmark.suite import Suite, TransferEval, _Evaluation, eps_label
+from benchmark.suite import CorruptionEval, JacobianEval, RobustnessEval, Suite, TransferEval, _Evaluation, eps_label
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +48,12 @@ class Cell:
     eps: float
     eps_index: int
     fingerprint: str
+    variant: str = ""  # sub-cell of evaluations with more than eps (corruption@severity); "" otherwise
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.model, "evaluation": self.evaluation, "eps": self.eps,
-                "eps_label": eps_label(self.eps), "eps_index": self.eps_index, "fingerprint": self.fingerprint}
+                "eps_label": eps_label(self.eps), "eps_index": self.eps_index, "fingerprint": self.fingerprint,
+                "variant": self.variant}
 
 
 @dataclass
@@ -105,11 +112,19 @@ def plan(suite: Suite, data: EvalData, models: dict[str, ResolvedModel]) -> list
             eps_list = ev.eps_values
             source = models[ev.source].identity if isinstance(ev, TransferEval) else None
             for k, eps in enumerate(eps_list):
-                parts = {"model": model.identity, "data": data_part, "attack": ev.attack,  # type: ignore[attr-defined]
-                         "params": ev.attack_params(), "eps_prefix": [round(e, 12) for e in eps_list[:k + 1]],
-                         "seed": suite.seed, "versions": versions, "transfer_source": source}
-                cells.append(Cell(mname, ev.label, eps, k, fingerprint(parts)))
+                for variant in ev.variants:
+                    parts = {"model": model.identity, "data": data_part, "attack": ev.attack,  # type: ignore[attr-defined]
+                             "params": _cell_params(ev, variant), "eps_prefix": [round(e, 12) for e in eps_list[:k + 1]],
+                             "seed": suite.seed, "versions": versions, "transfer_source": source}
+                    if variant:  # only then, so that the fingerprints of plain cells stay as they were
+                        parts["variant"] = variant
+                    cells.append(Cell(mname, ev.label, eps, k, fingerprint(parts), variant))
     return cells
+
+
+def _cell_params(ev: _Evaluation, variant: str) -> dict[str, Any]:
+    """The parameters that determine one cell's result (a variant's own, not its siblings')."""
+    return ev.variant_params(variant) if isinstance(ev, CorruptionEval) else ev.attack_params()
 
 
 def _forward_records(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, device: torch.device,
@@ -193,8 +208,52 @@ class _Executor:
             return transfer
         return ATTACKS.get(ev.attack)(**params)  # type: ignore[attr-defined]
 
+    def meta(self, mname: str, ev: _Evaluation, cell: Cell, rec: CellRecords, t0: float) -> dict[str, Any]:
+        """The description and provenance stored with a cell."""
+        return {**cell.describe(), "attack": ev.attack, "params": _cell_params(ev, cell.variant),  # type: ignore[attr-defined]
+                "norm": ev.norm_name, "loss": ev.loss_name,
+                "n": int(len(rec.index)), "dataset": self.suite.data.dataset, "split": self.suite.data.split,
+                "subset_hash": self.data.subset_hash, "model_identity": self.models[mname].identity,
+                "transfer_source": getattr(ev, "source", None), "provenance": self.prov,
+                "seconds": round(time.perf_counter() - t0, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    def run_independent(self, mname: str, ev: _Evaluation, cells: list[Cell], bar: tqdm) -> tuple[int, int]:
+        """Run the cells of a non-cascade evaluation, each missing one on its own; returns (reused, computed)."""
+        from benchmark import evaluations as evs
+
+        reused = computed = 0
+        bs = ev.batch_size or self.suite.batch_size
+        d = self.data
+        for cell in cells:
+            if self.store.readable(cell.fingerprint):
+                reused += 1
+                bar.update(1)
+                continue
+            t0 = time.perf_counter()
+            bar.set_postfix_str(f"{mname} / {ev.label}" + (f" / {cell.variant}" if cell.variant else ""))
+            where = f"{self.suite_file}: model '{mname}', evaluation '{ev.label}'" + \
+                (f", {cell.variant}" if cell.variant else "")
+            model = self.model(mname)
+            common = {"device": self.device, "batch_size": bs, "where": where}
+            if isinstance(ev, RobustnessEval):
+                rec = evs.robustness_records(model, d.x, d.y, d.indices, ev, num_classes=d.num_classes, name=mname,
+                                             **common)
+            elif isinstance(ev, CorruptionEval):
+                rec = evs.corruption_records(model, d.x, d.y, d.indices, ev, cell.variant, num_classes=d.num_classes,
+                                             name=mname, **common)
+            elif isinstance(ev, JacobianEval):
+                rec = evs.jacobian_records(model, d.x, self.clean_records(mname), ev, **common)
+            else:
+                raise TypeError(f"evaluation kind {type(ev).__name__} has no independent-cell executor")
+            self.store.write(cell.fingerprint, rec, self.meta(mname, ev, cell, rec, t0))
+            computed += 1
+            bar.update(1)
+        return reused, computed
+
     def run_group(self, mname: str, ev: _Evaluation, cells: list[Cell], bar: tqdm) -> tuple[int, int]:
         """Run one model x evaluation cascade; returns (reused, computed) cell counts."""
+        if isinstance(ev, (RobustnessEval, CorruptionEval, JacobianEval)):
+            return self.run_independent(mname, ev, cells, bar)
         done = [self.store.readable(c.fingerprint) for c in cells]
         start = next((k for k, d in enumerate(done) if not d), len(cells))
         if start == len(cells):
@@ -215,12 +274,7 @@ class _Executor:
             t0 = time.perf_counter()
             bar.set_postfix_str(f"{mname} / {ev.label} @ {eps_label(cell.eps)}")
             rec = self._cascade_step(model, mname, ev, attack, prev, cell, norm, bs)
-            meta = {**cell.describe(), "attack": ev.attack, "params": ev.attack_params(), "norm": norm,  # type: ignore[attr-defined]
-                    "n": int(len(rec.index)), "dataset": self.suite.data.dataset, "split": self.suite.data.split,
-                    "subset_hash": self.data.subset_hash, "model_identity": self.models[mname].identity,
-                    "transfer_source": getattr(ev, "source", None), "provenance": self.prov,
-                    "seconds": round(time.perf_counter() - t0, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            self.store.write(cell.fingerprint, rec, meta)
+            self.store.write(cell.fingerprint, rec, self.meta(mname, ev, cell, rec, t0))
             prev = rec
             computed += 1
             bar.update(1)
@@ -290,7 +344,8 @@ def run_suite(suite: Suite, suite_file: str, results_dir: Path, *, device: torch
     store.write_manifest({
         "suite": suite.name, "suite_file": suite_file, "suite_spec": suite.model_dump(mode="json"),
         "cells": [c.describe() | {"attack": suite.evaluation_map[c.evaluation].attack,  # type: ignore[attr-defined]
-                                  "norm": suite.evaluation_map[c.evaluation].norm_name} for c in cells],
+                                  "norm": suite.evaluation_map[c.evaluation].norm_name,
+                                  "loss": suite.evaluation_map[c.evaluation].loss_name} for c in cells],
         "models": {n: {"identity": m.identity, **m.info} for n, m in models.items()},
         "metrics": list(suite.metrics), "n_bins": suite.n_bins, "n_examples": len(data.indices),
     })

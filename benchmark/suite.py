@@ -506,6 +506,7 @@ class RobustnessEval(_Evaluation):
 
     @property
     def eps_values(self) -> tuple[float, ...]:
+        """One cell per model, at the largest radius searched."""
         return (self.max_eps,)
 
     @field_validator("bins")
