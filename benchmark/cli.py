@@ -61,26 +61,35 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             bad += 1
             continue
-        n_cells = len(suite.models) * sum(len(e.eps_values) for e in suite.evaluations)
-        print(f"{path}: ok ({len(suite.models)} models, {len(suite.evaluations)} evaluations, {n_cells} cells)")
+        n_models = len(suite.replicas())
+        n_cells = n_models * sum(e.n_cells for e in suite.evaluations)
+        print(f"{path}: ok ({n_models} models, {len(suite.evaluations)} evaluations, {n_cells} cells)")
     return EXIT_BAD_INPUT if bad else EXIT_OK
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from benchmark.attacks import ATTACKS
     from benchmark.data import DATASETS
     from benchmark.metrics import METRICS
     from benchmark.models.architectures import ARCHITECTURES
+    from benchmark.suite import _EVALUATIONS
     from benchmark.training import RECIPES
 
-    sections = {"datasets": DATASETS, "architectures": ARCHITECTURES, "attacks": ATTACKS, "metrics": METRICS,
-                "recipes": RECIPES}
-    wanted = [args.what] if args.what else list(sections)
-    for name in wanted:
-        reg = sections[name]
+    def first_line(doc: str | None) -> str:
+        return (doc or "").strip().splitlines()[0] if (doc or "").strip() else ""
+
+    sections: dict[str, list[tuple[str, str]]] = {
+        "datasets": [(n, DATASETS.help(n)) for n in DATASETS.names()],
+        "architectures": [(n, ARCHITECTURES.help(n)) for n in ARCHITECTURES.names()],
+        # Every `attack:` kind a suite may name (adversarial or not), with its schema's docstring.
+        "evaluations": [(n, first_line(cls.__doc__)) for n, cls in _EVALUATIONS.items()],
+        "metrics": [(n, METRICS.help(n)) for n in METRICS.names()],
+        "recipes": [(n, RECIPES.help(n)) for n in RECIPES.names()],
+    }
+    what = "evaluations" if args.what == "attacks" else args.what
+    for name in [what] if what else list(sections):
         print(f"{name}:")
-        for entry in reg.names():
-            print(f"  {entry:<18} {reg.help(entry)}")
+        for entry, help_text in sections[name]:
+            print(f"  {entry:<18} {help_text}")
     return EXIT_OK
 
 
@@ -114,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     suite = _load(args, args.suite)
     device = resolve_device(suite.device)
-    recipes = {n: s for n, s in suite.models.items() if isinstance(s, RecipeModel)}
+    recipes = {n: r.spec for n, r in suite.replicas().items() if isinstance(r.spec, RecipeModel)}
     if not recipes:
         print(f"{args.suite}: no recipe models to train", file=sys.stderr)
     for name, spec in recipes.items():
@@ -187,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--set", action="append", metavar="KEY=VALUE")
     v.set_defaults(func=cmd_validate)
 
-    ls = sub.add_parser("ls", help="list datasets, architectures, attacks, metrics and recipes")
-    ls.add_argument("what", nargs="?", choices=["datasets", "architectures", "attacks", "metrics", "recipes"])
+    ls = sub.add_parser("ls", help="list datasets, architectures, evaluations (attacks), metrics and recipes")
+    ls.add_argument("what", nargs="?", choices=["datasets", "architectures", "evaluations", "attacks", "metrics", "recipes"])
     ls.set_defaults(func=cmd_ls)
 
     rep = sub.add_parser("report", help="re-render the tables of a results folder (no recomputation)")

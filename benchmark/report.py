@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from benchmark.metrics import compute_metrics
-from benchmark.store import CellRecords, Store, atomic_write_text
+from benchmark.atomic import atomic_write_bytes, atomic_write_text
+from benchmark.store import CellRecords, Store
 from benchmark.suite import eps_label
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class Report:
     robustness_bins: pd.DataFrame = field(default_factory=pd.DataFrame)
     corruptions: pd.DataFrame = field(default_factory=pd.DataFrame)
     jacobian: pd.DataFrame = field(default_factory=pd.DataFrame)
+    seeds: pd.DataFrame = field(default_factory=pd.DataFrame)
+    seed_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def _order_key(models: list[str], evals: list[str]) -> Any:
@@ -112,6 +115,10 @@ def tidy_table(store: Store) -> tuple[pd.DataFrame, int]:
                      "eps": eps, "eps_label": eps_label(eps), "variant": "", "metric": "robust_accuracy",
                      "value": float(robust.mean()), "n": int(len(robust))})
     tidy = pd.DataFrame(rows, columns=_TIDY_COLUMNS)
+    # Replicas of a multi-seed recipe share a group (the suite's model name); others are their own group.
+    info = manifest.get("models", {})
+    tidy.insert(1, "group", tidy.model.map(lambda m: info.get(m, {}).get("group", m)))
+    tidy.insert(2, "seed", tidy.model.map(lambda m: info.get(m, {}).get("seed")).astype("Int64"))
     models = list(dict.fromkeys(c["model"] for c in manifest["cells"]))
     evals = list(dict.fromkeys(c["evaluation"] for c in manifest["cells"]))
     tidy = tidy.sort_values(["model", "evaluation", "eps"], key=_order_key(models, evals), kind="stable")
@@ -196,11 +203,14 @@ def build_report(results: Path) -> Report:
     """
     from benchmark.report_analyses import corruption_pivot, jacobian_pivot, robustness_bins_table
 
+    from benchmark.report_seeds import seed_pivots, seed_summary
+
     store = Store(results)
     tidy, missing = tidy_table(store)
+    seeds = seed_summary(tidy)
     return Report(tidy, robust_pivot(tidy), calibration_pivot(tidy), missing,
                   robustness_bins=robustness_bins_table(store), corruptions=corruption_pivot(tidy),
-                  jacobian=jacobian_pivot(tidy))
+                  jacobian=jacobian_pivot(tidy), seeds=seeds, seed_tables=seed_pivots(seeds))
 
 
 def _latex(df: pd.DataFrame, caption: str, fmt: str = ".2f") -> str:
@@ -229,6 +239,16 @@ def write_report(report: Report, results: Path) -> list[Path]:
         for ext, text in (("csv", df.to_csv(float_format="%.6g" if new_table else "%.4f")),
                           ("md", md + "\n"),
                           ("tex", _latex(df, caption, fmt))):
+            p = results / f"{stem}.{ext}"
+            atomic_write_text(p, text)
+            written.append(p)
+    if not report.seeds.empty:
+        atomic_write_text(results / "seeds.csv", report.seeds.to_csv(index=False))
+        written.append(results / "seeds.csv")
+    for stem, df in report.seed_tables.items():
+        caption = "Mean ± std over seeds" + (" (robust accuracy, %)" if stem.startswith("robust") else "")
+        for ext, text in (("csv", df.to_csv()), ("md", df.to_markdown() + "\n"),
+                          ("tex", df.to_latex(escape=True, caption=caption, position="t"))):
             p = results / f"{stem}.{ext}"
             atomic_write_text(p, text)
             written.append(p)
@@ -272,11 +292,16 @@ def plot_robustness(tidy: pd.DataFrame, path: Path, title: str) -> Path | None:
         ax.set(title=f"{title}: {norm}", xlabel=f"eps ({norm})", ylabel="robust accuracy (%)", ylim=(-2, 102))
         ax.grid(alpha=0.3)
         ax.legend(title="worst case over attacks (faint: each attack)", fontsize=8, title_fontsize=8)
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    atomic_write_bytes(path, lambda f: fig.savefig(f, dpi=120, format="png"))
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 
@@ -306,6 +331,12 @@ def render_terminal(report: Report, title: str, width: int = 120) -> str:
         if not df.empty:
             out += ["", f"{caption} - {title}", df.reset_index().to_markdown(floatfmt=".4g", tablefmt="simple",
                                                                               index=False)]
+    if "robust_accuracy_seeds" in report.seed_tables:
+        seeds = report.seed_tables["robust_accuracy_seeds"]
+        text = seeds.to_markdown(tablefmt="simple")
+        if max(len(line) for line in text.splitlines()) > width:
+            text = seeds.T.rename_axis("evaluation@eps").to_markdown(tablefmt="simple")
+        out += ["", f"Robust accuracy (%), mean ± std over seeds - {title}", text]
     if report.missing:
         out.append(f"\n({report.missing} planned cell(s) not in the store yet: run the suite to fill them in)")
     return "\n".join(out)

@@ -171,9 +171,6 @@ def plot_corruptions(tidy: pd.DataFrame, path: Path, title: str) -> Path | None:
         ax.set(title=f"{title}: {metric} under corruption", xlabel="severity (0 = clean)", ylabel=f"{metric} (%)")
         ax.grid(alpha=0.3)
         ax.legend(title="mean over corruptions (faint: each)", fontsize=8, title_fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    from benchmark.report import save_figure
+
+    return save_figure(fig, path)

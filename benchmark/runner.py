@@ -110,7 +110,7 @@ def plan(suite: Suite, data: EvalData, models: dict[str, ResolvedModel]) -> list
     for mname, model in models.items():
         for ev in suite.evaluations:
             eps_list = ev.eps_values
-            source = models[ev.source].identity if isinstance(ev, TransferEval) else None
+            source = models[suite.replica_of(ev.source)].identity if isinstance(ev, TransferEval) else None
             for k, eps in enumerate(eps_list):
                 for variant in ev.variants:
                     parts = {"model": model.identity, "data": data_part, "attack": ev.attack,  # type: ignore[attr-defined]
@@ -199,7 +199,7 @@ class _Executor:
 
         params = {**ev.attack_params(), "num_classes": self.data.num_classes}
         if isinstance(ev, TransferEval):
-            source = self.model(ev.source)
+            source = self.model(self.suite.replica_of(ev.source))
             inner = ATTACKS.get("pgd")(restarts=1, **params)
 
             def transfer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> Any:
@@ -338,15 +338,17 @@ def run_suite(suite: Suite, suite_file: str, results_dir: Path, *, device: torch
     """
     store = Store(results_dir / suite.name)
     data = load_eval_data(suite)
-    models = {name: resolve_model(name, spec, suite, suite_file, device=device, progress=progress)
-              for name, spec in suite.models.items()}
+    replicas = suite.replicas()
+    models = {name: resolve_model(name, r.spec, suite, suite_file, device=device, progress=progress)
+              for name, r in replicas.items()}
     cells = plan(suite, data, models)
     store.write_manifest({
         "suite": suite.name, "suite_file": suite_file, "suite_spec": suite.model_dump(mode="json"),
         "cells": [c.describe() | {"attack": suite.evaluation_map[c.evaluation].attack,  # type: ignore[attr-defined]
                                   "norm": suite.evaluation_map[c.evaluation].norm_name,
                                   "loss": suite.evaluation_map[c.evaluation].loss_name} for c in cells],
-        "models": {n: {"identity": m.identity, **m.info} for n, m in models.items()},
+        "models": {n: {"identity": m.identity, "group": replicas[n].group, "seed": replicas[n].seed, **m.info}
+                   for n, m in models.items()},
         "metrics": list(suite.metrics), "n_bins": suite.n_bins, "n_examples": len(data.indices),
     })
     summary = RunSummary(store.root, cells)

@@ -728,6 +728,12 @@ def _cross_field_problems(suite: Suite) -> list[tuple[str, str]]:
             elif rb_dataset not in ("cifar10", "cifar100", "imagenet"):
                 problems.append((f"models.{name}.robustbench",
                                  f"RobustBench has no models for dataset '{rb_dataset}'"))
+    names = list(suite.models)
+    for name, spec in suite.models.items():
+        for seed in getattr(spec, "seeds", None) or ():
+            if f"{name}-seed{seed}" in names:
+                problems.append((f"models.{name}.seeds",
+                                 f"replica '{name}-seed{seed}' would collide with the model of that name"))
     return problems
 
 
@@ -778,6 +784,8 @@ def parse_suite(raw: Any, file: str | Path = "<suite>") -> Suite:
     file = str(file)
     if not isinstance(raw, dict):
         raise SuiteError(file, [("", f"a suite must be a mapping of keys, got {type(raw).__name__}")])
+    # Top-level `x-...` keys hold YAML anchors shared by entries (as in docker-compose); not settings.
+    raw = {k: v for k, v in raw.items() if not (isinstance(k, str) and k.startswith("x-"))}
     if "name" not in raw and file != "<suite>":
         raw = {"name": Path(file).stem, **raw}
     try:

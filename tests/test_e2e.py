@@ -106,7 +106,7 @@ def test_robustbench_weights_missing_names_the_file(tmp_path: Path, cifar10_dir:
             "--set", f"models.Rice2020Overfitting.model_dir={tmp_path / 'rb'}"]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert f"models.Rice2020Overfitting.robustbench" in err
+    assert "models.Rice2020Overfitting.robustbench" in err
     assert str(tmp_path / "rb" / "cifar10" / "Linf" / "Rice2020Overfitting.pt") in err
 
 

@@ -252,3 +252,46 @@ def test_models_are_held_in_eval_mode() -> None:
     assert not model.training and not any(m.training for m in net.modules())
     assert torch.equal(model(x), ref)  # dropout off, batch-norm statistics not updated
     assert torch.equal(net[2].running_mean, EvalOnly(net).model[2].running_mean)
+
+
+def test_multi_seed_recipes_report_mean_and_std(tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    models = """
+      std:
+        seeds: [0, 1, 2]
+        recipe: {kind: standard, arch: mlp, epochs: 2, batch_size: 64, optimizer: {name: adam, lr: 0.01}}
+    """
+    evals = """
+      - attack: clean
+      - attack: transfer
+        source: std
+        eps: [0.1]
+        steps: 2
+    """
+    suite = make_suite(tmp_path, cache, models=models, evals=evals, n=30)
+    res = tmp_path / "res"
+    assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 0
+    assert "mean ± std over seeds" in capsys.readouterr().out
+    tidy = pd.read_csv(res / "t" / "tidy.csv")
+    assert set(tidy.model) == {"std-seed0", "std-seed1", "std-seed2"} and set(tidy.group) == {"std"}
+    assert sorted(tidy.seed.unique()) == [0, 1, 2]
+    assert len(list(cache.glob("standard-mlp-*.safetensors"))) >= 3  # one trained model per seed
+    seeds = pd.read_csv(res / "t" / "seeds.csv")
+    clean = seeds[(seeds.evaluation == "clean") & (seeds.metric == "accuracy")].iloc[0]
+    per_seed = tidy[(tidy.evaluation == "clean") & (tidy.metric == "accuracy")].value
+    assert clean.n_seeds == 3
+    assert clean["mean"] == pytest.approx(per_seed.mean()) and clean["std"] == pytest.approx(per_seed.std(ddof=1))
+    table = (res / "t" / "robust_accuracy_seeds.md").read_text()
+    assert "±" in table and f"{per_seed.mean() * 100:.2f} ± {per_seed.std(ddof=1) * 100:.2f}" in table
+    # The transfer source of a multi-seed model is its first replica.
+    manifest = Store(res / "t").read_manifest()
+    assert manifest["models"]["std-seed1"]["group"] == "std" and manifest["models"]["std-seed1"]["seed"] == 1
+
+
+def test_seed_replica_name_collision(tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    models = """
+      a: {seeds: [0, 1], recipe: {kind: standard, arch: mlp, epochs: 1}}
+      a-seed1: {recipe: {kind: standard, arch: mlp, epochs: 1}}
+    """
+    suite = make_suite(tmp_path, cache, models=models, evals="- attack: clean", n=5)
+    assert main(["validate", str(suite)]) == 2
+    assert "models.a.seeds: replica 'a-seed1' would collide" in capsys.readouterr().err

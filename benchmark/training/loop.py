@@ -11,8 +11,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from benchmark.atomic import atomic_write_text
 from benchmark.suite import RecipeSpec
 from benchmark.training.adals import AdaLSState
 from benchmark.training.adversary import (
@@ -89,20 +88,6 @@ def find_cached(spec: RecipeSpec, dataset: str, cache_dir: Path) -> CachedModel 
     if weights.is_file() and meta.is_file():
         return CachedModel(weights, json.loads(meta.read_text()))
     return None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _lr_at(spec: RecipeSpec, step: int, total: int, steps_per_epoch: int) -> float:
@@ -308,7 +293,7 @@ def ensure_trained(spec: RecipeSpec, dataset: str, *, cache_dir: Path, data_dir:
     weights, meta_path = cache_paths(spec, dataset, cache_dir)
     weights.parent.mkdir(parents=True, exist_ok=True)
     # Metadata first, weights last: a weights file present means the entry is complete.
-    _atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
+    atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_safetensors(state, weights, {"recipe_hash": recipe_hash(spec, dataset), "recipe": json.dumps(meta["recipe"])})
     return CachedModel(weights, meta)
