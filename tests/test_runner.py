@@ -295,3 +295,20 @@ def test_seed_replica_name_collision(tmp_path: Path, cache: Path, capsys: pytest
     suite = make_suite(tmp_path, cache, models=models, evals="- attack: clean", n=5)
     assert main(["validate", str(suite)]) == 2
     assert "models.a.seeds: replica 'a-seed1' would collide" in capsys.readouterr().err
+
+
+def test_ensemble_recipe_runs_end_to_end(tmp_path: Path, cache: Path) -> None:
+    # AR-AdaLS's ensemble form: two members trained, saved in one file, loaded strictly and averaged.
+    models = """
+      ens:
+        recipe: {kind: ar-adals, arch: mlp, epochs: 2, batch_size: 64, ensemble: 2,
+                 optimizer: {name: adam, lr: 0.01},
+                 adals: {strata: 2, eps_grid: [0.05, 0.1], attack_steps: 2, warmup_epochs: 1}}
+    """
+    suite = make_suite(tmp_path, cache, models=models, evals="- attack: clean", n=20)
+    res = tmp_path / "res"
+    assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 0
+    store = Store(res / "t")
+    (cell,) = store.read_manifest()["cells"]
+    rec, _ = store.read(cell["fingerprint"])
+    assert rec.valid.all() and np.allclose(rec.probs.sum(axis=1), 1, atol=1e-5)
