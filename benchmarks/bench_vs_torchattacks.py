@@ -8,6 +8,7 @@ torchattacks' robust accuracy. Run: ``python benchmarks/bench_vs_torchattacks.py
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 import sys
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 BATCH = 128
 STEPS = 10
+DRAWS = 5  # random-start draws averaged for the accuracy comparison
 TARGET_RATIO = 1.0
 
 
@@ -55,8 +57,14 @@ def main() -> int:
             for i in range(args.repeats):
                 t_theirs += time_call(lambda: theirs(x, y), repeats=1, warmup=1 if i == 0 else 0)
                 t_ours += time_call(lambda: ours(model, x, y, eps), repeats=1, warmup=1 if i == 0 else 0)
-            acc_theirs = robust_accuracy(model, theirs(x, y), y)
-        acc_ours = robust_accuracy(model, ours(model, x, y, eps).x_adv, y)
+            # With random starts one draw can favour either side by an example or two; compare the
+            # mean over DRAWS independent draws (seeded, so the table is reproducible).
+            draws = DRAWS if random_start else 1
+            torch.manual_seed(0)
+            acc_theirs = statistics.mean(robust_accuracy(model, theirs(x, y), y) for _ in range(draws))
+            acc_ours = statistics.mean(
+                robust_accuracy(model, dataclasses.replace(ours, seed=d)(model, x, y, eps).x_adv, y)
+                for d in range(draws))
         ratio = statistics.median(t_ours) / statistics.median(t_theirs)
         noise = max(spread(t_ours), spread(t_theirs))
         time_ok, acc_ok = ratio <= TARGET_RATIO, acc_ours <= acc_theirs
@@ -80,7 +88,7 @@ def main() -> int:
         f"Linf PGD-{STEPS} (step 2.5*eps/steps): harness vs torchattacks {torchattacks.__version__}, "
         f"SmallCNN, {BATCH} inputs 3x32x32",
         ["eps", "random start", "t_torchattacks s", "t_harness s", "ratio", "noise", "time <= 1.0",
-         "acc torchattacks", "acc harness", "acc <="],
+         "acc torchattacks", "acc harness", "acc <= (mean of draws)"],
         rows,
     )
     return 0 if ok else 1
