@@ -194,6 +194,31 @@ def misclassified(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(dim=1) != y) & torch.isfinite(logits).all(dim=1)
 
 
+def iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_start: torch.Tensor,
+            eps: float | torch.Tensor, alpha: float | torch.Tensor, steps: int, norm: str,
+            loss_fn: AttackLoss) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The PGD iterations shared by the attack, adversarial training and the minimal-eps search.
+
+    ``eps`` and ``alpha`` may be scalars or per-example tensors shaped ``[N, 1, 1, 1]``.
+
+    Returns:
+        ``(x_found, found, x_last)``: per example the last iterate seen misclassified (where
+        ``found``), and the final, not yet evaluated, iterate.
+    """
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    x_adv, x_found = x_start, x_start
+    found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for _ in range(steps):
+        logits, grad = input_gradient(model, x_adv, y, loss_fn)
+        # The forward of this step has just evaluated x_adv: remember it if it is adversarial,
+        # so a later step that wanders back across the boundary cannot undo a success.
+        hit = misclassified(logits, y)
+        x_found = torch.where(hit.view(shape), x_adv, x_found)
+        found |= hit
+        x_adv = project(ascent_step(x_adv, grad, alpha, norm), x, eps, norm)
+    return x_found, found, x_adv
+
+
 @dataclass(frozen=True)
 class PGD:
     """PGD with optional random start and restarts.
@@ -290,21 +315,11 @@ class PGD:
         restart: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One restart. Returns the chosen point per example and whether it was seen misclassified."""
-        alpha = self.step_length(eps)
-        x_adv = random_start(x, eps, self.norm, keys, restart) if self.random_start else x.clone()
-        x_found = x_adv
-        found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        for _ in range(self.steps):
-            logits, grad = input_gradient(model, x_adv, y, loss_fn)
-            # The forward of this step has just evaluated x_adv: remember it if it is adversarial,
-            # so a later step that wanders back across the boundary cannot undo a success.
-            hit = misclassified(logits, y)
-            x_found = torch.where(hit.view(shape), x_adv, x_found)
-            found |= hit
-            x_adv = project(ascent_step(x_adv, grad, alpha, self.norm), x, eps, self.norm)
+        x_start = random_start(x, eps, self.norm, keys, restart) if self.random_start else x.clone()
+        x_found, found, x_last = iterate(model, x, y, x_start, eps, self.step_length(eps), self.steps,
+                                         self.norm, loss_fn)
         # The final iterate was never evaluated; examples not yet broken keep it (plain PGD).
-        return torch.where(found.view(shape), x_found, x_adv), found
+        return torch.where(found.view((-1,) + (1,) * (x.dim() - 1)), x_found, x_last), found
 
 
 def pgd(

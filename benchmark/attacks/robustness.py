@@ -34,14 +34,12 @@ from torch import nn
 from benchmark.attacks.base import frozen
 from benchmark.attacks.losses import AttackLoss, get_attack_loss
 from benchmark.attacks.pgd import (
-    ascent_step,
     check_loss,
     check_norm,
     check_positive_int,
     example_keys,
-    input_gradient,
+    iterate,
     misclassified,
-    project,
     random_start,
 )
 
@@ -165,14 +163,7 @@ class MinimalEpsSearch:
         fraction = self.step_fraction if self.step_fraction is not None else 2.5 / self.steps
         alpha = radius * fraction
         x_cur = random_start(xs, radius, self.norm, [keys[i] for i in rows], 0) if self.random_start else xs.clone()
-        x_found = x_cur
-        found = torch.zeros(len(rows), dtype=torch.bool, device=x.device)
-        for _ in range(self.steps):
-            logits, grad = input_gradient(model, x_cur, ys, loss_fn)
-            hit = misclassified(logits, ys)
-            x_found = torch.where(hit.view(shape), x_cur, x_found)
-            found |= hit
-            x_cur = project(ascent_step(x_cur, grad, alpha, self.norm), xs, radius, self.norm)
+        x_found, found, x_cur = iterate(model, xs, ys, x_cur, radius, alpha, self.steps, self.norm, loss_fn)
         # The last step's iterate has not been evaluated yet; one more forward checks it, so a
         # success of the final step is not lost (it matters for bisection's tight radii).
         with torch.no_grad():

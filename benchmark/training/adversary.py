@@ -33,14 +33,7 @@ def pgd_maximizing(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
     Returns, per example, the last iterate seen misclassified, else the final iterate.
     """
     from benchmark.attacks.base import frozen
-    from benchmark.attacks.pgd import (
-        ascent_step,
-        example_keys,
-        input_gradient,
-        misclassified,
-        project,
-        random_start,
-    )
+    from benchmark.attacks.pgd import example_keys, iterate, random_start
 
     x = x.detach()
     if eps == 0.0 or x.shape[0] == 0:
@@ -48,15 +41,8 @@ def pgd_maximizing(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
     step = float(adv.step_size) if adv.step_size is not None else 2.5 * eps / adv.steps
     shape = (-1,) + (1,) * (x.dim() - 1)
     with frozen(model):
-        x_adv = random_start(x, eps, adv.norm, example_keys(x, seed), 0) if adv.random_start else x.clone()
-        x_found = x_adv
-        found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        for _ in range(adv.steps):
-            logits, grad = input_gradient(model, x_adv, y, loss_fn)
-            hit = misclassified(logits, y)
-            x_found = torch.where(hit.view(shape), x_adv, x_found)
-            found |= hit
-            x_adv = project(ascent_step(x_adv, grad, step, adv.norm), x, eps, adv.norm)
+        x_start = random_start(x, eps, adv.norm, example_keys(x, seed), 0) if adv.random_start else x.clone()
+        x_found, found, x_adv = iterate(model, x, y, x_start, eps, step, adv.steps, adv.norm, loss_fn)
     return torch.where(found.view(shape), x_found, x_adv).detach()
 
 
