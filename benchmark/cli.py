@@ -1,7 +1,7 @@
 """Command line: parse arguments, call the API, set the exit code.
 
 Exit codes: 0 every cell done, 1 some cell failed (the others finished and are stored), 2 bad input
-(suite, checkpoint, data), reported without a traceback.
+(suite, checkpoint, data), reported without a traceback. ``validate`` and ``ls`` import no torch.
 """
 
 from __future__ import annotations
@@ -10,53 +10,54 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from benchmark import __version__
-from benchmark.errors import BenchError
+from benchmark.errors import BenchError, SuiteError, suggest
+
+if TYPE_CHECKING:
+    from benchmark.suite.schema import Suite
 
 logger = logging.getLogger("benchmark")
 
 EXIT_OK, EXIT_CELL_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def _suite_overrides(args: argparse.Namespace) -> list[str]:
-    overrides = list(getattr(args, "set", None) or [])
-    if getattr(args, "n_examples", None) is not None:
-        overrides.append(f"data.n_examples={args.n_examples}")
-    if getattr(args, "device", None):
-        overrides.append(f"device={args.device}")
-    if getattr(args, "data_dir", None):
-        overrides.append(f"data.data_dir={args.data_dir}")
+def _typed_updates(args: argparse.Namespace) -> dict[str, Any]:
+    """The suite keys the CLI's own options set, as typed values (never parsed as YAML)."""
+    updates: dict[str, Any] = {}
+    for option, key in (("n_examples", "data.n_examples"), ("device", "device"), ("data_dir", "data.data_dir"),
+                        ("executor", "runtime.executor"), ("address", "runtime.address")):
+        value = getattr(args, option, None)
+        if value is not None:
+            updates[key] = value
     if getattr(args, "download", False):
-        overrides.append("data.download=true")
-    return overrides
+        updates["data.download"] = True
+    if getattr(args, "address", None) is not None and getattr(args, "executor", None) is None:
+        updates["runtime.executor"] = "ray"  # an address only means something to the ray executor
+    return updates
 
 
-def _load(args: argparse.Namespace, path: str):  # noqa: ANN202 - Suite, imported lazily
-    from benchmark.suite import load_suite
+def _load(args: argparse.Namespace, path: str) -> Suite:
+    from benchmark.suite.loading import load_suite
 
-    suite = load_suite(path, _suite_overrides(args))
+    suite = load_suite(path, list(getattr(args, "set", None) or []), _typed_updates(args))
     if getattr(args, "models", None):
         unknown = [m for m in args.models if m not in suite.models]
         if unknown:
-            from benchmark.errors import SuiteError, suggest
-
             raise SuiteError(path, [("--models", f"no model '{m}' in the suite.{suggest(m, suite.models)}")
                                     for m in unknown])
-        keep = set(args.models)
-        # Transfer sources are needed even when not evaluated themselves.
-        keep |= {getattr(e, "source") for e in suite.evaluations if getattr(e, "source", None)}
+        # Sources (transfer attacks) are needed even when not evaluated themselves.
+        keep = set(args.models) | {s for e in suite.evaluations for s in e.source_models()}
         suite = suite.model_copy(update={"models": {k: v for k, v in suite.models.items() if k in keep}})
     return suite
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from benchmark.suite import load_suite
-
     bad = 0
     for path in args.suites:
         try:
-            suite = load_suite(path, list(args.set or []))
+            suite = _load(args, path)
         except BenchError as exc:
             print(exc, file=sys.stderr)
             bad += 1
@@ -68,28 +69,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from benchmark.attacks import ATTACKS
     from benchmark.data import DATASETS
+    from benchmark.evaluations import EVALUATIONS
     from benchmark.metrics import METRICS
-    from benchmark.models.architectures import ARCHITECTURES
-    from benchmark.suite import _EVALUATIONS
-    from benchmark.training import RECIPES
+    from benchmark.models import ARCHITECTURES
+    from benchmark.training.recipes import RECIPES
 
-    def first_line(doc: str | None) -> str:
-        return (doc or "").strip().splitlines()[0] if (doc or "").strip() else ""
-
-    sections: dict[str, list[tuple[str, str]]] = {
-        "datasets": [(n, DATASETS.help(n)) for n in DATASETS.names()],
-        "architectures": [(n, ARCHITECTURES.help(n)) for n in ARCHITECTURES.names()],
-        # Every `attack:` kind a suite may name (adversarial or not), with its schema's docstring.
-        "evaluations": [(n, first_line(cls.__doc__)) for n, cls in _EVALUATIONS.items()],
-        "metrics": [(n, METRICS.help(n)) for n in METRICS.names()],
-        "recipes": [(n, RECIPES.help(n)) for n in RECIPES.names()],
-    }
-    what = "evaluations" if args.what == "attacks" else args.what
-    for name in [what] if what else list(sections):
-        print(f"{name}:")
-        for entry, help_text in sections[name]:
-            print(f"  {entry:<18} {help_text}")
+    registries = {"datasets": DATASETS, "architectures": ARCHITECTURES, "attacks": ATTACKS,
+                  "evaluations": EVALUATIONS, "metrics": METRICS, "recipes": RECIPES}
+    for section in [args.what] if args.what else list(registries):
+        registry = registries[section]
+        print(f"{section}:")
+        for name in registry.names():
+            print(f"  {name:<18} {registry.help(name)}")
     return EXIT_OK
 
 
@@ -103,11 +96,10 @@ def _print_report(results: Path, title: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.runner import resolve_device, run_suite
+    from benchmark.runner import run_suite
 
     suite = _load(args, args.suite)
-    device = resolve_device(suite.device)
-    summary = run_suite(suite, args.suite, Path(args.results_dir), device=device, progress=not args.no_progress)
+    summary = run_suite(suite, args.suite, Path(args.results_dir), progress=not args.no_progress)
     print(f"{suite.name}: {len(summary.cells)} cells, {summary.computed} computed, {summary.reused} reused "
           f"from {summary.results_dir}", file=sys.stderr)
     for f in summary.failures:
@@ -118,18 +110,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from benchmark.runner import resolve_device
-    from benchmark.suite import RecipeModel
-    from benchmark.training.loop import ensure_trained
+    from benchmark.runner.models import train_recipes
 
     suite = _load(args, args.suite)
-    device = resolve_device(suite.device)
-    recipes = {n: r.spec for n, r in suite.replicas().items() if isinstance(r.spec, RecipeModel)}
-    if not recipes:
+    trained = train_recipes(suite, device=resolve_device(suite.device), progress=not args.no_progress)
+    if not trained:
         print(f"{args.suite}: no recipe models to train", file=sys.stderr)
-    for name, spec in recipes.items():
-        cached = ensure_trained(spec.recipe, spec.recipe.dataset or suite.data.dataset, cache_dir=suite.cache_dir,
-                                data_dir=suite.data.data_dir, download=suite.data.download, device=device,
-                                progress=not args.no_progress, label=name)
+    for name, cached in trained.items():
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in cached.meta.get("metrics", {}).items())
         print(f"{name}: {cached.weights} ({metrics})")
     return EXIT_OK
@@ -139,30 +126,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     results = Path(args.results)
     if not (results / "manifest.json").is_file():
         raise BenchError(f"{results}: not a results folder (no manifest.json); run `bench run SUITE` first")
-    _print_report(results, results.name)
+    try:
+        _print_report(results, results.name)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
     return EXIT_OK
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    """Fetch what a suite needs from the internet: dataset files and RobustBench weights."""
-    from benchmark.data import dataset_info, load_dataset
-    from benchmark.suite import RobustBenchModel
+    from benchmark.runner.models import download
 
-    suite = _load(args, args.suite)
-    if dataset_info(suite.data.dataset).needs_files:
-        for split in ("train", "test"):
-            load_dataset(suite.data.dataset, split, data_dir=suite.data.data_dir, download=True)
-        print(f"dataset {suite.data.dataset}: ready in {suite.data.data_dir}")
-    for name, spec in suite.models.items():
-        if isinstance(spec, RobustBenchModel):
-            from benchmark._compat import ensure_autoattack_module
-
-            ensure_autoattack_module()
-            from robustbench.utils import load_model
-
-            load_model(spec.robustbench, model_dir=spec.model_dir, dataset=spec.dataset or suite.data.dataset,
-                       threat_model=spec.threat_model)
-            print(f"{name}: RobustBench {spec.robustbench} ready in {spec.model_dir}")
+    for line in download(_load(args, args.suite)):
+        print(line)
     return EXIT_OK
 
 
@@ -175,29 +150,36 @@ def build_parser() -> argparse.ArgumentParser:
     def suite_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("suite", help="suite YAML file")
         sp.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override a suite key, e.g. --set evaluations[1].steps=5 (repeatable)")
+                        help="override a suite key, value parsed as YAML, e.g. --set evaluations[1].steps=5 "
+                             "(repeatable)")
         sp.add_argument("--n-examples", type=int, help="evaluate this many examples (a seeded subset)")
-        sp.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: the suite's)")
+        sp.add_argument("--device", help="cpu, cuda, cuda:1, mps or auto (default: the suite's)")
         sp.add_argument("--data-dir", help="directory of dataset files (default: the suite's)")
+        sp.add_argument("--download", action="store_true", default=None,
+                        help="download missing dataset files (needs internet)")
         sp.add_argument("--models", nargs="+", help="only these models of the suite")
         sp.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     r = sub.add_parser("run", help="evaluate every model x evaluation x eps of a suite (resumable)")
     suite_args(r)
     r.add_argument("--results-dir", default="results", help="parent folder of results/<suite> (default: results)")
+    r.add_argument("--executor", choices=["local", "ray"], help="run cells here, or as Ray tasks (default: the "
+                                                                "suite's runtime.executor, else local)")
+    r.add_argument("--address", help="Ray cluster address (ray://head:10001 or head:6379); implies --executor ray")
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("train", help="train and cache the suite's recipe models")
     suite_args(t)
     t.set_defaults(func=cmd_train)
 
-    v = sub.add_parser("validate", help="check suite files without loading models or data")
+    v = sub.add_parser("validate", help="check suite files without loading models or data (imports no torch)")
     v.add_argument("suites", nargs="+")
     v.add_argument("--set", action="append", metavar="KEY=VALUE")
     v.set_defaults(func=cmd_validate)
 
-    ls = sub.add_parser("ls", help="list datasets, architectures, evaluations (attacks), metrics and recipes")
-    ls.add_argument("what", nargs="?", choices=["datasets", "architectures", "evaluations", "attacks", "metrics", "recipes"])
+    ls = sub.add_parser("ls", help="list datasets, architectures, attacks, evaluations, metrics and recipes")
+    ls.add_argument("what", nargs="?", choices=["datasets", "architectures", "attacks", "evaluations", "metrics",
+                                                "recipes"])
     ls.set_defaults(func=cmd_ls)
 
     rep = sub.add_parser("report", help="re-render the tables of a results folder (no recomputation)")
@@ -215,14 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        return int(args.func(args))
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted; finished cells are stored and a rerun resumes from them", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,146 +1,231 @@
-"""The results store: one Parquet file per cell, named by the cell's fingerprint.
+"""The results store: one Parquet file per cell, named by the cell's fingerprint, plus the manifest.
 
-A cell is one (model, evaluation, eps). Its file holds the per-example records and, in the Parquet
-schema metadata, the cell's description and provenance. Files are written to a temporary name,
-fsynced and renamed, so a file that exists is complete: present means done, and a rerun skips it.
-The store is the single source of truth for reports and checks, which never recompute attacks.
+A cell is one (model, evaluation, eps[, variant]). Its file holds the per-example records and, in
+the Parquet schema metadata, a :class:`CellMeta` (the cell's description and provenance). Files are
+written to a temporary name, fsynced and renamed, so a file that exists is complete: present means
+done, and a rerun skips it. ``manifest.json`` (a :class:`Manifest`) lists the cells of the latest
+plan. The store is the single source of truth for reports and checks, which never recompute attacks.
+Metadata are written and read through their pydantic models only.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.metadata
 import json
 import logging
-import platform
-import subprocess
-from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from benchmark.atomic import atomic_write_bytes, atomic_write_text
+from benchmark.provenance import git_state, package_versions, python_and_host
+from benchmark.records import CellRecords
 
 logger = logging.getLogger(__name__)
 
 META_KEY = b"bench"
 STORE_VERSION = 1
-# Packages whose version can change a result; part of every fingerprint (major.minor only for torch,
-# whose patch releases do not change kernels' semantics).
-_VERSIONED = ("bench", "torch", "pyautoattack", "robustbench", "torchvision", "numpy")
 
 
-@dataclass
-class CellRecords:
-    """Per-example records of one cell.
-
-    Attributes:
-        index: example index in the dataset split.
-        label: true class.
-        pred: predicted class (argmax of the logits; -1 where the logits were not finite).
-        correct: prediction equals label and the row is valid; for an attack, the example is robust.
-        valid: the model's logits were finite.
-        probs: softmax probabilities, float32, shape (N, C); NaN on invalid rows.
-        pert_norm: norm of the perturbation in the evaluation's norm (0 for clean inputs).
-        attacked: the attack ran on this example at this eps (the cascade skips already broken ones).
-        extras: attack-specific per-example fields (e.g. queries).
-    """
-
-    index: np.ndarray
-    label: np.ndarray
-    pred: np.ndarray
-    correct: np.ndarray
-    valid: np.ndarray
-    probs: np.ndarray
-    pert_norm: np.ndarray
-    attacked: np.ndarray
-    extras: dict[str, np.ndarray]
-
-    def to_table(self, meta: dict[str, Any]) -> pa.Table:
-        probs = np.ascontiguousarray(self.probs, dtype=np.float32)
-        n, c = probs.shape
-        cols: dict[str, pa.Array] = {
-            "index": pa.array(self.index.astype(np.int64)),
-            "label": pa.array(self.label.astype(np.int64)),
-            "pred": pa.array(self.pred.astype(np.int64)),
-            "correct": pa.array(self.correct.astype(bool)),
-            "valid": pa.array(self.valid.astype(bool)),
-            "confidence": pa.array(np.nan_to_num(probs.max(axis=1), nan=np.nan).astype(np.float32) if c else
-                                   np.zeros(n, np.float32)),
-            "pert_norm": pa.array(self.pert_norm.astype(np.float32)),
-            "attacked": pa.array(self.attacked.astype(bool)),
-            "probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), c),
-        }
-        for k, v in self.extras.items():
-            cols[f"x_{k}"] = pa.array(np.asarray(v))
-        table = pa.table(cols)
-        return table.replace_schema_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
-
-    @classmethod
-    def from_table(cls, table: pa.Table) -> CellRecords:
-        probs_col = table.column("probs").combine_chunks()
-        c = probs_col.type.list_size
-        probs = probs_col.values.to_numpy(zero_copy_only=False).reshape(-1, c)
-        extras = {name[2:]: table.column(name).to_numpy() for name in table.column_names if name.startswith("x_")}
-        get = lambda name: table.column(name).to_numpy()  # noqa: E731
-        return cls(get("index"), get("label"), get("pred"), get("correct"), get("valid"), probs,
-                   get("pert_norm"), get("attacked"), extras)
-
-    def take(self, rows: np.ndarray) -> CellRecords:
-        """The records of the given row positions."""
-        return CellRecords(self.index[rows], self.label[rows], self.pred[rows], self.correct[rows],
-                           self.valid[rows], self.probs[rows], self.pert_norm[rows], self.attacked[rows],
-                           {k: v[rows] for k, v in self.extras.items()})
+class _Typed(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
-def fingerprint(parts: dict[str, Any]) -> str:
-    """Hash of everything that changes a cell's result (JSON with sorted keys, sha256, 20 hex digits)."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:20]
+class GitState(_Typed):
+    """The git checkout the package ran from."""
+
+    commit: str | None
+    """Commit hash (None outside a git checkout)."""
+    dirty: bool | None
+    """Tracked files differed from the commit."""
 
 
-@functools.lru_cache(maxsize=1)
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that matter for results ("absent" when not installed)."""
-    versions = {}
-    for name in _VERSIONED:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
+class Provenance(_Typed):
+    """What produced a cell."""
+
+    versions: dict[str, str]
+    """Installed versions of the packages that can change results."""
+    git: GitState
+    """The harness's git state."""
+    device: str
+    """The torch device the cell ran on."""
+    seed: int
+    """The suite's seed."""
+    python: str
+    """Python version."""
+    host: str
+    """Host name of the machine (a Ray worker's host under the ray executor)."""
 
 
-def versions_for_fingerprint() -> dict[str, str]:
-    """The part of the package versions that enters fingerprints."""
-    v = dict(package_versions())
-    v["torch"] = ".".join(v["torch"].split("+")[0].split(".")[:2])
-    v.pop("torchvision", None)
-    return v
+def provenance(device: str, seed: int) -> Provenance:
+    """Provenance of cells computed now, here, on ``device``."""
+    return Provenance(versions=package_versions(), git=GitState(**git_state()), device=device, seed=seed,
+                      **python_and_host())
 
 
-@functools.lru_cache(maxsize=1)
-def git_state() -> dict[str, Any]:
-    """Commit and dirty flag of the git checkout the package runs from (None outside git)."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                    capture_output=True, text=True, timeout=10, check=True).stdout.strip())
-        return {"commit": commit, "dirty": dirty}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+class CellMeta(_Typed):
+    """The description and provenance stored with a cell's records."""
+
+    model: str
+    """The evaluated model's name (``<name>-seed<k>`` for a replica of a multi-seed recipe)."""
+    evaluation: str
+    """The evaluation's label (its ``name``, else its kind)."""
+    eps: float
+    """The radius of the cell (0 for evaluations without one)."""
+    eps_label: str
+    """The radius as written in tables (``8/255``, ``0.1``)."""
+    eps_index: int
+    """Position of ``eps`` in the evaluation's ascending eps list."""
+    fingerprint: str
+    """Hash of every input that changes the cell's result; the file's name."""
+    variant: str = ""
+    """Sub-cell of evaluations with more than eps (``contrast@3``); empty otherwise."""
+    attack: str
+    """The evaluation kind (the suite's ``attack:`` key)."""
+    params: dict[str, Any]
+    """The parameters that determine the result (as in the fingerprint)."""
+    norm: str
+    """Threat model of the radius (``Linf``, ``L2``)."""
+    loss: str
+    """The attack loss (empty for evaluations without one)."""
+    n: int
+    """Number of records (examples)."""
+    dataset: str
+    """Dataset name."""
+    split: str
+    """Dataset split."""
+    subset_hash: str
+    """Hash of the evaluated examples (indices, labels and images)."""
+    model_identity: dict[str, Any]
+    """What identifies the model's outputs: weights hash, architecture, normalization, ..."""
+    transfer_source: str | None = None
+    """The suite model whose adversarial examples a transfer evaluation uses."""
+    provenance: Provenance
+    """Versions, git state, device and host that produced the cell."""
+    seconds: float
+    """Wall time of computing the cell."""
+    created: str
+    """Local time the cell was written (ISO 8601)."""
+    store_version: int = STORE_VERSION
+    """Version of the cell file layout."""
 
 
-def provenance(device: str, seed: int) -> dict[str, Any]:
-    """What produced a result: package versions, git state, device, seed, host, Python."""
-    return {"versions": package_versions(), "git": git_state(), "device": device, "seed": seed,
-            "python": platform.python_version(), "host": platform.node()}
+class ManifestCell(_Typed):
+    """One planned cell, as listed in the manifest."""
+
+    model: str
+    """The evaluated model."""
+    evaluation: str
+    """The evaluation's label."""
+    attack: str
+    """The evaluation kind."""
+    eps: float
+    """The cell's radius."""
+    eps_label: str
+    """The radius as written in tables."""
+    eps_index: int
+    """Position of ``eps`` in the evaluation's eps list."""
+    fingerprint: str
+    """The cell file's name."""
+    variant: str = ""
+    """Sub-cell (``contrast@3``), or empty."""
+    norm: str
+    """Threat model."""
+    loss: str
+    """Attack loss, or empty."""
+
+
+class ModelInfo(_Typed):
+    """An evaluated model, as listed in the manifest."""
+
+    identity: dict[str, Any]
+    """What identifies its outputs (enters every fingerprint of its cells)."""
+    group: str
+    """The suite model it belongs to (replicas of a multi-seed recipe share one)."""
+    seed: int | None = None
+    """The replica's training seed, for multi-seed recipes."""
+    source: str
+    """Where its weights come from (``recipe:at``, ``robustbench:Name``, a file)."""
+    training: dict[str, float] = Field(default_factory=dict)
+    """Final training metrics of a recipe model."""
+
+
+class EvaluationEntry(_Typed):
+    """An evaluation of the suite: enough to rebuild its parameter object for the report."""
+
+    label: str
+    """Its label in tables."""
+    kind: str
+    """Its kind (registry name)."""
+    spec: dict[str, Any]
+    """Its validated parameters, as the kind's schema dumps them."""
+
+
+class Manifest(_Typed):
+    """The latest plan of a results folder: suite, models, evaluations and cells."""
+
+    suite: str
+    """The suite's name."""
+    suite_file: str
+    """The suite file the run read."""
+    suite_spec: dict[str, Any]
+    """The validated suite, as JSON (overrides applied)."""
+    evaluations: list[EvaluationEntry]
+    """Every evaluation, in suite order."""
+    cells: list[ManifestCell]
+    """Every planned cell, in execution order."""
+    models: dict[str, ModelInfo]
+    """Every evaluated model."""
+    metrics: list[str]
+    """Metrics the tables report."""
+    n_bins: int
+    """Bins of the binned calibration metrics."""
+    n_examples: int
+    """Number of evaluated examples."""
+    store_version: int = STORE_VERSION
+    """Version of the results-folder layout."""
+
+
+def _to_table(records: CellRecords, meta: CellMeta) -> pa.Table:
+    probs = np.ascontiguousarray(records.probs, dtype=np.float32)
+    n, c = probs.shape
+    cols: dict[str, pa.Array] = {
+        "index": pa.array(records.index.astype(np.int64)),
+        "label": pa.array(records.label.astype(np.int64)),
+        "pred": pa.array(records.pred.astype(np.int64)),
+        "correct": pa.array(records.correct.astype(bool)),
+        "valid": pa.array(records.valid.astype(bool)),
+        "confidence": pa.array(probs.max(axis=1).astype(np.float32) if c else np.zeros(n, np.float32)),
+        "pert_norm": pa.array(records.pert_norm.astype(np.float32)),
+        "attacked": pa.array(records.attacked.astype(bool)),
+        "probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), c),
+    }
+    for k, v in records.extras.items():
+        cols[f"x_{k}"] = pa.array(np.asarray(v))
+    table = pa.table(cols)
+    return table.replace_schema_metadata({META_KEY: json.dumps(meta.model_dump(mode="json"), sort_keys=True).encode()})
+
+
+def _from_table(table: pa.Table) -> CellRecords:
+    probs_col = table.column("probs").combine_chunks()
+    c = probs_col.type.list_size
+    probs = probs_col.values.to_numpy(zero_copy_only=False).reshape(-1, c)
+    extras = {name[2:]: table.column(name).to_numpy() for name in table.column_names if name.startswith("x_")}
+
+    def get(name: str) -> np.ndarray:
+        return table.column(name).to_numpy()
+
+    return CellRecords(get("index"), get("label"), get("pred"), get("correct"), get("valid"), probs,
+                       get("pert_norm"), get("attacked"), extras)
+
+
+def now() -> str:
+    """The local time as stored in ``CellMeta.created``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 class Store:
@@ -155,34 +240,40 @@ class Store:
         self.cells_dir = self.root / "cells"
 
     def path(self, fp: str) -> Path:
+        """The file of cell ``fp``."""
         return self.cells_dir / f"{fp}.parquet"
 
     def has(self, fp: str) -> bool:
+        """The cell's file exists (readable or not)."""
         return self.path(fp).is_file()
 
-    def write(self, fp: str, records: CellRecords, meta: dict[str, Any]) -> Path:
-        """Atomically write a cell (replacing any previous file with the same fingerprint)."""
-        table = records.to_table({**meta, "fingerprint": fp, "store_version": STORE_VERSION})
-        path = self.path(fp)
+    def write(self, records: CellRecords, meta: CellMeta) -> Path:
+        """Atomically write a cell under its fingerprint (replacing any previous file of that name)."""
+        table = _to_table(records, meta)
+        path = self.path(meta.fingerprint)
         atomic_write_bytes(path, lambda f: pq.write_table(table, f, compression="zstd"))
         return path
 
-    def read(self, fp: str) -> tuple[CellRecords, dict[str, Any]]:
+    def read(self, fp: str) -> tuple[CellRecords, CellMeta]:
         """Records and metadata of a cell.
 
         Raises:
             FileNotFoundError: the cell was never written.
-            ValueError: the file is not a readable cell (corrupt or foreign).
+            ValueError: the file is not a readable result cell (corrupt or foreign).
         """
         path = self.path(fp)
         try:
             table = pq.read_table(path)
-            meta = json.loads(table.schema.metadata[META_KEY])
+            meta = CellMeta.model_validate_json(table.schema.metadata[META_KEY])
         except FileNotFoundError:
             raise
-        except (pa.ArrowException, OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        except (pa.ArrowException, OSError, KeyError, TypeError, ValidationError) as exc:
             raise ValueError(f"{path}: not a readable result cell ({exc})") from exc
-        return CellRecords.from_table(table), meta
+        return _from_table(table), meta
+
+    def read_records(self, fp: str) -> CellRecords:
+        """The records of a cell (see :meth:`read`)."""
+        return self.read(fp)[0]
 
     def readable(self, fp: str) -> bool:
         """The cell exists and can be read; a corrupt file is logged and treated as missing."""
@@ -195,11 +286,25 @@ class Store:
             logger.warning("%s is corrupt (%s); it will be recomputed", self.path(fp), exc)
             return False
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        atomic_write_text(self.root / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
+    def write_manifest(self, manifest: Manifest) -> None:
+        """Atomically replace ``manifest.json``."""
+        atomic_write_text(self.root / "manifest.json",
+                          json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True))
 
-    def read_manifest(self) -> dict[str, Any]:
+    def read_manifest(self) -> Manifest:
+        """The manifest of the latest plan.
+
+        Raises:
+            FileNotFoundError: no manifest (not a results folder).
+            ValueError: a manifest this version cannot read (damaged, or from an older version).
+        """
         path = self.root / "manifest.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no manifest; is {self.root} a results folder written by `bench run`?")
-        return json.loads(path.read_text())
+        try:
+            return Manifest.model_validate_json(path.read_bytes())
+        except ValidationError as exc:
+            raise ValueError(f"{path}: not a manifest this version of bench can read ({exc.error_count()} "
+                             f"problem(s), first: {exc.errors()[0]['msg']} at "
+                             f"{'.'.join(map(str, exc.errors()[0]['loc']))}). Rerun `bench run` on the suite to "
+                             f"rewrite it; finished cells are reused.") from None

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from _common import make_problem, parse_args, print_table, spread, time_call
-from benchmark.attacks import ATTACKS, Attack
+from benchmark.attacks import ATTACKS
+from benchmark.attacks.base import Attack
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.data import ArrayDataset, load_dataset
+from benchmark.data import load_dataset
+from benchmark.data.arrays import ArrayDataset
 from cifar_fixture import make_cifar10, make_cifar100, patch_md5s
 
 

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.attacks import ATTACKS, Clean
+from benchmark.attacks import ATTACKS
+from benchmark.attacks.clean import Clean
 from benchmark.attacks.autoattack import AutoAttackRunner, fit_attacks, n_target_classes
 from benchmark.attacks.base import AttackResult, perturbation_norm
 from benchmark.attacks.losses import ATTACK_LOSSES, ce_loss, dlr_loss

@@ -9,15 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.data import (
-    DATASETS,
-    ArrayDataset,
-    DigitsSource,
-    dataset_info,
-    eval_subset,
-    load_dataset,
-    tensor_hash,
-)
+from benchmark.data import DATASETS, dataset_info, load_dataset
+from benchmark.data.arrays import ArrayDataset, eval_subset, tensor_hash
+from benchmark.data.digits import DigitsSource
 from benchmark.errors import DataError, LookupNameError
 
 

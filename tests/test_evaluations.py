@@ -16,13 +16,14 @@ from torch import nn
 from benchmark.attacks.pgd import pgd
 from benchmark.attacks.robustness import MinimalEpsSearch
 from benchmark.cli import main
-from benchmark.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from benchmark.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from benchmark.errors import SuiteError
-from benchmark.metrics.jacobian import jacobian_frobenius
+from benchmark.evaluations.corruption import CORRUPTION_NAMES
+from benchmark.evaluations.jacobian import jacobian_frobenius
 from benchmark.metrics.stratified import robustness_bin_index, robustness_binned
-from benchmark.report import robust_pivot
+from benchmark.report.pivots import robust_pivot
 from benchmark.store import Store
-from benchmark.suite import _CORRUPTION_NAMES, parse_suite
+from benchmark.suite.loading import parse_suite
 
 torch.set_num_threads(1)
 
@@ -125,7 +126,7 @@ def digits_x() -> tuple[torch.Tensor, np.ndarray]:
 
 
 def test_corruption_names_match_the_schema() -> None:
-    assert set(_CORRUPTION_NAMES) == set(CORRUPTIONS)
+    assert set(CORRUPTION_NAMES) == set(CORRUPTIONS)
 
 
 @pytest.mark.parametrize("name", sorted(CORRUPTIONS))
@@ -259,7 +260,7 @@ def test_suite_with_the_new_evaluations_end_to_end(tmp_path: Path, capsys: pytes
     # The stored records agree with themselves: min_eps 0 <=> clean-misclassified, inf <=> robust at max_eps,
     # and every kept example lies within its min_eps.
     manifest = Store(results).read_manifest()
-    fps = {c["attack"]: c["fingerprint"] for c in manifest["cells"]}
+    fps = {c.attack: c.fingerprint for c in manifest.cells}
     rob, _ = Store(results).read(fps["robustness"])
     clean, _ = Store(results).read(fps["clean"])
     min_eps = rob.extras["min_eps"]

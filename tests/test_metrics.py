@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from benchmark.errors import LookupNameError
-from benchmark.metrics import METRICS, NLL_EPS, compute_metrics, reliability_bins
+from benchmark.metrics import METRICS, compute_metrics
+from benchmark.metrics.calibration import NLL_EPS, reliability_bins
 from benchmark.metrics.calibration import _width_bin_index
 
 # Five examples, three classes. Confidences avoid the bin edges k/5 so every convention agrees.

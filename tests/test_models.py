@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from benchmark.errors import CheckpointError, LookupNameError
+from benchmark.models import ARCHITECTURES
 from benchmark.models.architectures import (
-    ARCHITECTURES,
     NORMALIZED_MODEL_PREFIX,
     Normalize,
     build_architecture,

@@ -91,12 +91,12 @@ def test_report_reads_only_the_store(tmp_path: Path, cache: Path, monkeypatch: p
     assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 0
     capsys.readouterr()
     import benchmark.attacks.pgd as pgd_mod
-    import benchmark.models.resolve as resolve_mod
+    import benchmark.runner.context as context_mod
 
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("report must not run a model or an attack")
 
-    monkeypatch.setattr(resolve_mod, "load_resolved", boom)
+    monkeypatch.setattr(context_mod, "load_resolved", boom)
     monkeypatch.setattr(pgd_mod.PGD, "__call__", boom)
     (res / "t" / "tidy.csv").unlink()
     assert main(["report", str(res / "t")]) == 0
@@ -116,11 +116,11 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path: Path, cache: Path
     real_write = Store.write
     calls = {"n": 0}
 
-    def write_then_die(self: Store, fp: str, records: object, meta: dict) -> Path:
+    def write_then_die(self: Store, records: object, meta: object) -> Path:
         if calls["n"] == 5:
             raise KeyboardInterrupt
         calls["n"] += 1
-        return real_write(self, fp, records, meta)  # type: ignore[arg-type]
+        return real_write(self, records, meta)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Store, "write", write_then_die)
     assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 130
@@ -131,9 +131,9 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path: Path, cache: Path
 
     written: list[str] = []
 
-    def counting_write(self: Store, fp: str, records: object, meta: dict) -> Path:
-        written.append(fp)
-        return real_write(self, fp, records, meta)  # type: ignore[arg-type]
+    def counting_write(self: Store, records: object, meta: object) -> Path:
+        written.append(meta.fingerprint)  # type: ignore[attr-defined]
+        return real_write(self, records, meta)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Store, "write", counting_write)
     assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 0
@@ -200,8 +200,8 @@ def test_failed_cell_exit_code_1_others_finish(tmp_path: Path, cache: Path, caps
     assert "FAILED wrong / clean" in err and "models.wrong" in err and "missing key(s)" in err
     assert "FAILED nan" not in err  # NaN logits are recorded as invalid rows, not a failure
     store = Store(res / "t")
-    rec, _ = store.read(next(c["fingerprint"] for c in store.read_manifest()["cells"]
-                             if c["model"] == "nan" and c["evaluation"] == "clean"))
+    rec, _ = store.read(next(c.fingerprint for c in store.read_manifest().cells
+                             if c.model == "nan" and c.evaluation == "clean"))
     assert not rec.valid.any() and not rec.correct.any() and (rec.pred == -1).all()
     report = build_report(res / "t")
     acc = report.tidy.query("model == 'nan' and metric == 'accuracy'").value.item()
@@ -242,7 +242,7 @@ def test_corrupt_cell_is_recomputed(tmp_path: Path, cache: Path) -> None:
 
 
 def test_models_are_held_in_eval_mode() -> None:
-    from benchmark.models.resolve import EvalOnly
+    from benchmark.runner.models import EvalOnly
 
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32),
                               torch.nn.Dropout(0.5), torch.nn.Linear(32, 10))
@@ -285,7 +285,7 @@ def test_multi_seed_recipes_report_mean_and_std(tmp_path: Path, cache: Path, cap
     assert "±" in table and f"{per_seed.mean() * 100:.2f} ± {per_seed.std(ddof=1) * 100:.2f}" in table
     # The transfer source of a multi-seed model is its first replica.
     manifest = Store(res / "t").read_manifest()
-    assert manifest["models"]["std-seed1"]["group"] == "std" and manifest["models"]["std-seed1"]["seed"] == 1
+    assert manifest.models["std-seed1"].group == "std" and manifest.models["std-seed1"].seed == 1
 
 
 def test_seed_replica_name_collision(tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -310,6 +310,6 @@ def test_ensemble_recipe_runs_end_to_end(tmp_path: Path, cache: Path) -> None:
     res = tmp_path / "res"
     assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 0
     store = Store(res / "t")
-    (cell,) = store.read_manifest()["cells"]
-    rec, _ = store.read(cell["fingerprint"])
+    (cell,) = store.read_manifest().cells
+    rec, _ = store.read(cell.fingerprint)
     assert rec.valid.all() and np.allclose(rec.probs.sum(axis=1), 1, atol=1e-5)

@@ -13,9 +13,11 @@ from torch import nn
 from benchmark.data import dataset_info, load_dataset
 from benchmark.errors import SuiteError
 from benchmark.models.checkpoint import load_into, load_state_dict, weights_hash
-from benchmark.suite import AdaLSSpec, RecipeSpec, parse_suite
-from benchmark.training import RECIPES, ProbabilityEnsemble, build_recipe_model
+from benchmark.suite.loading import parse_suite
 from benchmark.training import loop as loop_module
+from benchmark.training.ensemble import ProbabilityEnsemble, build_recipe_model
+from benchmark.training.recipes import RECIPES
+from benchmark.training.spec import AdaLSSpec, RecipeSpec
 from benchmark.training.adals import (
     AdaLSState,
     assign_strata,

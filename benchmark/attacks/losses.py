@@ -80,6 +80,28 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -margin / (top3[:, 0] - top3[:, 2] + 1e-12)
 
 
+def entropy_per_example(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the softmax of each row of ``logits``, shape ``[N]``."""
+    log_q = F.log_softmax(logits, dim=1)
+    # q * log q computed as exp(log q) * log q: finite even where q underflows to 0.
+    return -(log_q.exp() * log_q).sum(dim=1)
+
+
+def hr_per_example(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The HR loss of each example evaluated as a batch of one: ``H(q_i) + CE_i`` (alpha cancels).
+
+    Larger is worse for the model on both terms, so attacks maximize it as it is.
+
+    Args:
+        logits: shape ``[N, C]``.
+        y: labels, shape ``[N]``.
+
+    Returns:
+        Shape ``[N]``.
+    """
+    return entropy_per_example(logits) + F.cross_entropy(logits, y, reduction="none")
+
+
 def hr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """HR loss of seed 003 (Picot et al.) per example: ``H(softmax(z)) + CE(z, y)``.
 
@@ -89,7 +111,7 @@ def hr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     of the prediction plus the cross-entropy; both terms grow as the model gets worse, and the
     attack maximizes their sum (sign as for ``ce``: larger = more adversarial). Being per example,
     an example's attack does not depend on the other examples of its batch. The derivation is in
-    ``benchmark.training.losses``.
+    ``benchmark.training.losses``; the training loss ``hr`` uses the same per-example function.
 
     Args:
         logits: model outputs, shape ``[N, C]``.
@@ -98,9 +120,6 @@ def hr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Returns:
         Loss per example, shape ``[N]``.
     """
-    # Imported here: benchmark.training imports the attacks package for adversarial training.
-    from benchmark.training.losses import hr_per_example
-
     return hr_per_example(logits, y)
 
 

@@ -1,6 +1,6 @@
 """Classifier architectures returning logits, and the normalization layer models carry inside.
 
-Every builder in :data:`ARCHITECTURES` has the signature
+Every builder registered in :data:`benchmark.models.ARCHITECTURES` has the signature
 ``fn(num_classes, in_channels, input_size) -> nn.Module`` and returns a model mapping
 ``(N, in_channels, input_size, input_size)`` images to ``(N, num_classes)`` logits.
 
@@ -29,12 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.registry import Registry
+from benchmark.models import ARCHITECTURES
 
 logger = logging.getLogger(__name__)
 
 Builder = Callable[[int, int, int], nn.Module]
-ARCHITECTURES: Registry[Builder] = Registry("architecture")
 
 #: Name of the classifier inside the Sequential built by :func:`with_normalization`; checkpoints
 #: saved from a normalized model hold ``normalize.mean``, ``normalize.std`` and ``model.<...>``
@@ -105,20 +104,17 @@ class SmallCNN(nn.Module):
         return self.fc2(F.relu(self.fc1(out.flatten(1))))
 
 
-@ARCHITECTURES.register("small_cnn", help="2 conv (32/64) + pool + 2 FC; for 8x8 digits on CPU")
 def small_cnn(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
     """Small CNN for tiny images (8x8 digits)."""
     return SmallCNN(num_classes, in_channels, input_size)
 
 
-@ARCHITECTURES.register("mlp", help="one hidden layer of 64 units; for tests")
 def mlp(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
     """Tiny MLP: flatten, 64 hidden ReLU units, logits."""
     d = in_channels * input_size * input_size
     return nn.Sequential(nn.Flatten(), nn.Linear(d, 64), nn.ReLU(), nn.Linear(64, num_classes))
 
 
-@ARCHITECTURES.register("linear", help="multinomial logistic regression on the pixels")
 def linear(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
     """Linear classifier on flattened pixels."""
     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * input_size * input_size, num_classes))
@@ -222,13 +218,11 @@ class ResNet(nn.Module):
         return self.linear(out)
 
 
-@ARCHITECTURES.register("resnet18", help="CIFAR ResNet-18 (3x3 stem), RobustBench/kuangliu key layout")
 def resnet18(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
     """CIFAR-style ResNet-18."""
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels)
 
 
-@ARCHITECTURES.register("preact_resnet18", help="pre-activation ResNet-18 (Rice et al. 2020 layout)")
 def preact_resnet18(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
     """Pre-activation ResNet-18 as used for adversarial training on CIFAR."""
     return ResNet(PreActBlock, [2, 2, 2, 2], num_classes, in_channels, preact=True)
@@ -335,8 +329,8 @@ def wide_resnet(depth: int = 28, widen: int = 10) -> Builder:
     return build
 
 
-ARCHITECTURES.add("wrn_28_10", wide_resnet(28, 10), help="WideResNet-28-10 (TRADES/RobustBench key layout)")
-ARCHITECTURES.add("wrn_34_10", wide_resnet(34, 10), help="WideResNet-34-10 (TRADES/RobustBench key layout)")
+wrn_28_10 = wide_resnet(28, 10)
+wrn_34_10 = wide_resnet(34, 10)
 
 
 # ------------------------------------------------------------------------------------------ public

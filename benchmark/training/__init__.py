@@ -1,10 +1,6 @@
-"""Training: losses, recipes and the (adversarial) training loop that produces cached checkpoints.
+"""Training: hyperparameter specs, the recipe table, losses and the (adversarial) training loop.
 
-``build_recipe_model`` builds the network a recipe's cached checkpoint loads into (an ensemble for
-``ensemble: N > 1``); the harness uses it to load recipe models.
+``spec`` and ``recipes`` import no torch (suites validate against them); ``loop`` trains and caches
+recipe models, ``ensemble.build_recipe_model`` builds the network a cached checkpoint loads into.
+Import from the submodules.
 """
-
-from benchmark.training.ensemble import ProbabilityEnsemble, build_recipe_model
-from benchmark.training.recipes import RECIPES, Recipe
-
-__all__ = ["RECIPES", "ProbabilityEnsemble", "Recipe", "build_recipe_model"]

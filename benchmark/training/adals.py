@@ -16,7 +16,7 @@ The method, as implemented here:
 4. **Update** (on held-out data): ``s_k <- clip(s_k + rate * (conf_k - acc_k), 0, max_smoothing)``
    where ``conf_k`` is the mean top probability and ``acc_k`` the accuracy of the clean validation
    examples of stratum ``k``: an over-confident stratum gets more smoothing, an under-confident one
-   less. The schedule is in :class:`benchmark.suite.AdaLSSpec`.
+   less. The schedule is in :class:`benchmark.training.spec.AdaLSSpec`.
 
 The ensemble form of the paper is the ``ensemble`` field of the recipe: every member is trained
 with its own AR-AdaLS state and seed, and the model averages the members' probabilities.
@@ -28,16 +28,14 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from benchmark.data.arrays import ArrayDataset
 from benchmark.training.losses import smoothed_targets
-
-if TYPE_CHECKING:
-    from benchmark.data import ArrayDataset
-    from benchmark.suite import AdaLSSpec
+from benchmark.training.spec import AdaLSSpec
 
 logger = logging.getLogger(__name__)
 

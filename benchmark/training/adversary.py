@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from benchmark.suite import AdaLSSpec, AdversarialSpec, RecipeSpec
-    from benchmark.training.recipes import Recipe
+from benchmark.attacks import ATTACKS
+from benchmark.attacks.base import frozen
+from benchmark.attacks.pgd import example_keys, iterate, random_start
+from benchmark.training.recipes import Recipe
+from benchmark.training.spec import AdaLSSpec, AdversarialSpec, RecipeSpec
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +32,6 @@ def pgd_maximizing(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
 
     Returns, per example, the last iterate seen misclassified, else the final iterate.
     """
-    from benchmark.attacks.base import frozen
-    from benchmark.attacks.pgd import example_keys, iterate, random_start
-
     x = x.detach()
     if eps == 0.0 or x.shape[0] == 0:
         return x.clone()
@@ -52,7 +49,7 @@ def training_adversary(spec: RecipeSpec, recipe: Recipe) -> Adversary:
     if adv is None:
         raise ValueError(f"recipe kind '{spec.kind}' has no 'adversarial' block")
     if adv.loss == "recipe":
-        per_example = recipe.per_example
+        per_example = recipe.per_example_fn()
         if per_example is None:
             raise ValueError(f"recipe kind '{spec.kind}' has no per-example loss to maximize")
 
@@ -74,8 +71,6 @@ def robustness_adversary(adals: AdaLSSpec) -> Adversary:
 
 
 def _harness_pgd(*, norm: str, steps: int, step_size: float | None, random_start: bool, loss: str) -> Adversary:
-    from benchmark.attacks import ATTACKS
-
     attack = ATTACKS.get("pgd")(norm=norm, steps=steps, step_size=step_size, random_start=random_start,
                                 restarts=1, loss=loss, seed=0)
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from benchmark.suite import RecipeSpec
+from benchmark.models.architectures import build_architecture
+from benchmark.training.spec import RecipeSpec
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +64,6 @@ def build_recipe_model(spec: RecipeSpec, num_classes: int, in_channels: int, inp
         in_channels: image channels.
         input_size: image height (= width).
     """
-    from benchmark.models.architectures import build_architecture
-
     norm = spec.normalization
 
     def one() -> nn.Module:

@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.atomic import atomic_write_text
-from benchmark.suite import RecipeSpec
+from benchmark.data import DatasetInfo, dataset_info, load_dataset
+from benchmark.data.arrays import ArrayDataset, eval_subset
+from benchmark.models.checkpoint import save_safetensors
 from benchmark.training.adals import AdaLSState
 from benchmark.training.adversary import (
     Adversary,
@@ -35,9 +37,7 @@ from benchmark.training.ensemble import (
     member_seed,
 )
 from benchmark.training.recipes import RECIPES
-
-if TYPE_CHECKING:
-    from benchmark.data import ArrayDataset, DatasetInfo
+from benchmark.training.spec import RecipeSpec
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +173,7 @@ def _train_member(spec: RecipeSpec, seed: int, train: ArrayDataset, val: ArrayDa
         raise ValueError(f"recipe kind '{spec.kind}' needs an 'adals' block")
     search = robustness_adversary(spec.adals) if adals is not None else None
     augment = spec.augment == "crop_flip"
+    loss_fn = recipe.loss_fn()
     step = 0
     bar = tqdm(total=total, desc=f"train {label or spec.kind}", unit="step", disable=not progress, leave=False)
     last_loss = float("nan")
@@ -198,7 +199,7 @@ def _train_member(spec: RecipeSpec, seed: int, train: ArrayDataset, val: ArrayDa
                 group["lr"] = _lr_at(spec, step, total, steps_per_epoch)
             model.train()
             target = adals.targets(idx, yb) if adals is not None else yb
-            loss = recipe.loss(model(xb), target, spec)
+            loss = loss_fn(model(xb), target, spec)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch}, step {step}")
             opt.zero_grad(set_to_none=True)
@@ -228,8 +229,6 @@ def train_recipe(spec: RecipeSpec, dataset: str, *, data_dir: Path, download: bo
         The trained model (eval mode, on ``device``) and metadata: data hash, final train and
         validation metrics, per-member records (AR-AdaLS: final smoothing and stratum edges), wall time.
     """
-    from benchmark.data import dataset_info, eval_subset, load_dataset
-
     recipe = RECIPES.get(spec.kind)
     info = dataset_info(dataset)
     train = load_dataset(dataset, "train", data_dir=data_dir, download=download, seed=spec.seed)
@@ -282,8 +281,6 @@ def train_recipe(spec: RecipeSpec, dataset: str, *, data_dir: Path, download: bo
 def ensure_trained(spec: RecipeSpec, dataset: str, *, cache_dir: Path, data_dir: Path, download: bool,
                    device: torch.device, progress: bool = True, label: str = "") -> CachedModel:
     """Return the cached model of a recipe, training and caching it first if needed."""
-    from benchmark.models.checkpoint import save_safetensors
-
     cached = find_cached(spec, dataset, cache_dir)
     if cached is not None:
         logger.info("recipe %s: cached at %s", label or spec.kind, cached.weights)

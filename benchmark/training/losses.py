@@ -74,6 +74,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+# Shared with the attacks, which maximize the per-example HR loss; they live there, below training.
+from benchmark.attacks.losses import entropy_per_example, hr_per_example
+
+__all__ = ["entropy_per_example", "hr_per_example"]  # and the functions below
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_HR_ALPHA = 1.6
@@ -132,13 +137,6 @@ def ls_loss(logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Te
     return ls_per_example(logits, y, smoothing).mean()
 
 
-def entropy_per_example(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy (nats) of the softmax of each row of ``logits``, shape ``[N]``."""
-    log_q = F.log_softmax(logits, dim=1)
-    # q * log q computed as exp(log q) * log q: finite even where q underflows to 0.
-    return -(log_q.exp() * log_q).sum(dim=1)
-
-
 def entm_per_example(logits: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
     """``CE - beta * H(softmax)`` per example (entropy maximization, Pereyra et al. 2017).
 
@@ -192,18 +190,3 @@ def hr_loss(logits: torch.Tensor, y: torch.Tensor, alpha: float = DEFAULT_HR_ALP
         A scalar.
     """
     return entropy_per_example(logits).mean() + renyi_term(logits, y, alpha)
-
-
-def hr_per_example(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The HR loss of each example evaluated as a batch of one: ``H(q_i) + CE_i`` (alpha cancels).
-
-    Larger is worse for the model on both terms, so attacks maximize it as it is.
-
-    Args:
-        logits: shape ``[N, C]``.
-        y: labels, shape ``[N]``.
-
-    Returns:
-        Shape ``[N]``.
-    """
-    return entropy_per_example(logits) + F.cross_entropy(logits, y, reduction="none")

@@ -12,28 +12,29 @@ spec, so every hyperparameter lives in the suite file. Registered recipes:
 - ``hr``: the HR loss of seed 003 on clean inputs (``benchmark.training.losses``).
 - ``ar-adals``: AR-AdaLS of seed 001: soft labels whose smoothing depends on the example's
   adversarial-robustness stratum (``benchmark.training.adals``).
+
+The table imports no torch: the loss functions are ``"module:attr"`` references (or callables, for
+plugins) resolved when training starts, so that suites validate without the training code.
 """
 
 from __future__ import annotations
 
-import logging
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import torch
-import torch.nn.functional as F
+from typing import Any
 
 from benchmark.registry import Registry
-from benchmark.training import losses
 
-if TYPE_CHECKING:
-    from benchmark.suite import RecipeSpec
+LossFn = Callable[[Any, Any, Any], Any]
+"""``(logits [N, C], labels [N] or soft targets [N, C], spec) -> loss`` (a scalar mean, or [N] per example)."""
 
-logger = logging.getLogger(__name__)
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, "RecipeSpec"], torch.Tensor]
-"""``(logits [N, C], labels [N] or soft targets [N, C], spec) -> scalar`` mean training loss."""
+def _resolve(ref: LossFn | str) -> LossFn:
+    if callable(ref):
+        return ref
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Recipe:
 
     Attributes:
         loss: mean training loss of a batch from its logits and labels (soft targets [N, C] for
-            recipes with ``adaptive_smoothing``).
+            recipes with ``adaptive_smoothing``), or its ``"module:attr"`` reference.
         adversarial: train on PGD adversarial examples (the spec's ``adversarial`` block).
         help: one-line description shown by ``bench ls``.
         per_example: the training loss per example (shape [N]), maximized by the inner PGD when
@@ -52,10 +53,10 @@ class Recipe:
         adaptive_smoothing: the loop trains with AR-AdaLS soft targets from ``spec.adals``.
     """
 
-    loss: LossFn
+    loss: LossFn | str
     adversarial: bool
     help: str
-    per_example: LossFn | None = None
+    per_example: LossFn | str | None = None
     uses: frozenset[str] = frozenset()
     adaptive_smoothing: bool = False
 
@@ -63,73 +64,39 @@ class Recipe:
     def __doc__(self) -> str:  # type: ignore[override]
         return self.help
 
+    def loss_fn(self) -> LossFn:
+        """The batch loss function (imported on first use)."""
+        return _resolve(self.loss)
+
+    def per_example_fn(self) -> LossFn | None:
+        """The per-example loss function, or None."""
+        return None if self.per_example is None else _resolve(self.per_example)
+
 
 RECIPES: Registry[Recipe] = Registry("recipe")
 
-
-def cross_entropy(logits: torch.Tensor, y: torch.Tensor, spec: RecipeSpec) -> torch.Tensor:
-    """Mean cross-entropy; the spec is unused."""
-    return F.cross_entropy(logits, y)
+_OBJ = "benchmark.training.objectives"
 
 
-def cross_entropy_per_example(logits: torch.Tensor, y: torch.Tensor, spec: RecipeSpec) -> torch.Tensor:
-    """Cross-entropy per example; the spec is unused."""
-    return F.cross_entropy(logits, y, reduction="none")
+def _add(name: str, loss: str, per_example: str | None, *, adversarial: bool, help: str,
+         uses: frozenset[str] = frozenset(), adaptive_smoothing: bool = False) -> None:
+    recipe = Recipe(f"{_OBJ}:{loss}", adversarial, help, f"{_OBJ}:{per_example}" if per_example else None, uses,
+                    adaptive_smoothing)
+    RECIPES.add(name, recipe, help=help)
 
 
-def label_smoothing(logits: torch.Tensor, y: torch.Tensor, spec: RecipeSpec) -> torch.Tensor:
-    """Mean label-smoothing CE with ``spec.label_smoothing``."""
-    return losses.ls_loss(logits, y, spec.label_smoothing)
-
-
-def label_smoothing_per_example(logits: torch.Tensor, y: torch.Tensor, spec: RecipeSpec) -> torch.Tensor:
-    """Label-smoothing CE per example with ``spec.label_smoothing``."""
-    return losses.ls_per_example(logits, y, spec.label_smoothing)
-
-
-def entropy_maximization(logits: torch.Tensor, y: torch.Tensor, spec: RecipeSpec) -> torch.Tensor:
-    """Mean ``CE - beta * H`` with ``spec.entropy_beta``."""
-    return losses.entm_loss(logits, y, spec.entropy_beta)
-
-
-def entropy_maximization_per_example(logits: torch.Tensor, y: torch.Tensor, spec: RecipeSpec) -> torch.Tensor:
-    """``CE - beta * H`` per example with ``spec.entropy_beta``."""
-    return losses.entm_per_example(logits, y, spec.entropy_beta)
-
-
-def hr(logits: torch.Tensor, y: torch.Tensor, spec: RecipeSpec) -> torch.Tensor:
-    """The batch HR loss with ``spec.hr_alpha``."""
-    return losses.hr_loss(logits, y, spec.hr_alpha)
-
-
-def hr_per_example(logits: torch.Tensor, y: torch.Tensor, spec: RecipeSpec) -> torch.Tensor:
-    """The per-example HR loss (alpha cancels for one example; see ``losses``)."""
-    return losses.hr_per_example(logits, y)
-
-
-def soft_label_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, spec: RecipeSpec) -> torch.Tensor:
-    """Mean CE against the AR-AdaLS soft targets the loop builds."""
-    return losses.soft_cross_entropy(logits, targets)
-
-
-RECIPES.add("standard", Recipe(cross_entropy, adversarial=False, per_example=cross_entropy_per_example,
-                               help="cross-entropy on clean inputs"))
-RECIPES.add("at", Recipe(cross_entropy, adversarial=True, per_example=cross_entropy_per_example,
-                         help="PGD adversarial training (Madry et al.): cross-entropy on PGD examples"))
-RECIPES.add("ls", Recipe(label_smoothing, adversarial=False, per_example=label_smoothing_per_example,
-                         uses=frozenset({"label_smoothing"}),
-                         help="label smoothing (targets (1-s) onehot + s/C) on clean inputs"))
-RECIPES.add("entm", Recipe(entropy_maximization, adversarial=False, per_example=entropy_maximization_per_example,
-                           uses=frozenset({"entropy_beta"}),
-                           help="entropy maximization: CE - beta * H(softmax) on clean inputs"))
-RECIPES.add("at+ls", Recipe(label_smoothing, adversarial=True, per_example=label_smoothing_per_example,
-                            uses=frozenset({"label_smoothing"}),
-                            help="PGD-AT with label smoothing on the adversarial examples"))
-RECIPES.add("at+entm", Recipe(entropy_maximization, adversarial=True, per_example=entropy_maximization_per_example,
-                              uses=frozenset({"entropy_beta"}),
-                              help="PGD-AT with CE - beta * H(softmax) on the adversarial examples"))
-RECIPES.add("hr", Recipe(hr, adversarial=False, per_example=hr_per_example, uses=frozenset({"hr_alpha"}),
-                         help="HR loss (Picot et al.): H(Yhat|X) + alpha * Renyi divergence, clean inputs"))
-RECIPES.add("ar-adals", Recipe(soft_label_cross_entropy, adversarial=False, uses=frozenset({"adals"}),
-                               adaptive_smoothing=True,
-                               help="AR-AdaLS (Qin et al.): label smoothing per adversarial-robustness stratum"))
+_add("standard", "cross_entropy", "cross_entropy_per_example", adversarial=False, help="cross-entropy on clean inputs")
+_add("at", "cross_entropy", "cross_entropy_per_example", adversarial=True,
+     help="PGD adversarial training (Madry et al.): cross-entropy on PGD examples")
+_add("ls", "label_smoothing", "label_smoothing_per_example", adversarial=False, uses=frozenset({"label_smoothing"}),
+     help="label smoothing (targets (1-s) onehot + s/C) on clean inputs")
+_add("entm", "entropy_maximization", "entropy_maximization_per_example", adversarial=False,
+     uses=frozenset({"entropy_beta"}), help="entropy maximization: CE - beta * H(softmax) on clean inputs")
+_add("at+ls", "label_smoothing", "label_smoothing_per_example", adversarial=True, uses=frozenset({"label_smoothing"}),
+     help="PGD-AT with label smoothing on the adversarial examples")
+_add("at+entm", "entropy_maximization", "entropy_maximization_per_example", adversarial=True,
+     uses=frozenset({"entropy_beta"}), help="PGD-AT with CE - beta * H(softmax) on the adversarial examples")
+_add("hr", "hr", "hr_per_example", adversarial=False, uses=frozenset({"hr_alpha"}),
+     help="HR loss (Picot et al.): H(Yhat|X) + alpha * Renyi divergence, clean inputs")
+_add("ar-adals", "soft_label_cross_entropy", None, adversarial=False, uses=frozenset({"adals"}),
+     adaptive_smoothing=True, help="AR-AdaLS (Qin et al.): label smoothing per adversarial-robustness stratum")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from benchmark.report.pivots import calibration_pivot, robust_pivot
+
 _KEYS = ["group", "evaluation", "attack", "loss", "norm", "eps", "eps_label", "variant", "metric"]
 
 
@@ -29,8 +31,6 @@ def _as_model_table(summary: pd.DataFrame, stat: str) -> pd.DataFrame:
 def seed_pivots(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """``robust_accuracy_seeds`` and ``calibration_seeds`` tables of ``mean ± std`` strings (percent where the
     single-seed tables use percent), keyed by file stem."""
-    from benchmark.report import calibration_pivot, robust_pivot
-
     if summary.empty:
         return {}
     tables = {}

@@ -16,8 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.errors import CheckpointError
-from benchmark.suite import CheckpointModel, RecipeModel, RobustBenchModel, Suite
+from benchmark.data import dataset_info
+from benchmark.errors import CheckpointError, suggest
+from benchmark.models.architectures import build_architecture
+from benchmark.models.checkpoint import apply_key_map, load_into, load_state_dict, sha256_file
+from benchmark.models.zoo import expected_files, load_robustbench, robustbench_names
+from benchmark.suite.models import CheckpointModel, RecipeModel, RobustBenchModel
+from benchmark.suite.schema import Suite
+from benchmark.training.ensemble import build_recipe_model
+from benchmark.training.loop import CachedModel, ensure_trained
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +75,6 @@ def resolve_model(name: str, spec: Any, suite: Suite, suite_file: str, *, device
         CheckpointError: a checkpoint is missing or its sha256 pin does not match; the message names
             the suite file and the key of the model.
     """
-    from benchmark.models.checkpoint import sha256_file
-
     key = f"{suite_file}: models.{name}"
     if isinstance(spec, CheckpointModel):
         path = spec.checkpoint
@@ -84,17 +89,11 @@ def resolve_model(name: str, spec: Any, suite: Suite, suite_file: str, *, device
                     "strip_prefixes": list(spec.strip_prefixes), "rename": spec.rename}
         return ResolvedModel(name, spec, path, identity, {"source": str(path)})
     if isinstance(spec, RobustBenchModel):
-        from benchmark.models.zoo import robustbench_names
-
         dataset = spec.dataset or suite.data.dataset
         names = robustbench_names(dataset, spec.threat_model)
         if spec.robustbench not in names:
-            from benchmark.errors import suggest
-
             raise CheckpointError(f"{key}.robustbench: RobustBench has no {dataset}/{spec.threat_model} model "
                                   f"'{spec.robustbench}'.{suggest(spec.robustbench, names)}")
-        from benchmark.models.zoo import expected_files
-
         files = expected_files(spec.robustbench, dataset=dataset, threat_model=spec.threat_model,
                                model_dir=spec.model_dir)
         absent = [f for f in files if not f.is_file()]
@@ -109,8 +108,6 @@ def resolve_model(name: str, spec: Any, suite: Suite, suite_file: str, *, device
                     "threat_model": spec.threat_model, "sha256": [sha256_file(f) for f in files]}
         return ResolvedModel(name, spec, path, identity, {"source": f"robustbench:{spec.robustbench}"})
     if isinstance(spec, RecipeModel):
-        from benchmark.training.loop import ensure_trained
-
         dataset = spec.recipe.dataset or suite.data.dataset
         cached = ensure_trained(spec.recipe, dataset, cache_dir=suite.cache_dir, data_dir=suite.data.data_dir,
                                 download=suite.data.download, device=device, progress=progress, label=name)
@@ -127,16 +124,10 @@ def load_resolved(model: ResolvedModel, suite: Suite, suite_file: str, device: t
     Raises:
         CheckpointError: corrupt file, or keys/shapes that do not fit the architecture.
     """
-    from benchmark.data import dataset_info
-    from benchmark.models.architectures import build_architecture
-    from benchmark.models.checkpoint import apply_key_map, load_into, load_state_dict
-
     spec = model.spec
     key = f"{suite_file}: models.{model.name}"
     info = dataset_info(suite.data.dataset)
     if isinstance(spec, RobustBenchModel):
-        from benchmark.models.zoo import load_robustbench
-
         net = load_robustbench(spec.robustbench, dataset=spec.dataset or suite.data.dataset,
                                threat_model=spec.threat_model, model_dir=spec.model_dir)
     else:
@@ -145,8 +136,6 @@ def load_resolved(model: ResolvedModel, suite: Suite, suite_file: str, device: t
             net = build_architecture(spec.arch, info.num_classes, info.input_shape[0], info.input_shape[1],
                                      mean=norm.mean if norm else None, std=norm.std if norm else None)
         else:
-            from benchmark.training import build_recipe_model
-
             # Recipes may be ensembles; the recipe module knows the layout it saved.
             strip, rename = [], {}
             net = build_recipe_model(spec.recipe, info.num_classes, info.input_shape[0], info.input_shape[1])
@@ -157,3 +146,41 @@ def load_resolved(model: ResolvedModel, suite: Suite, suite_file: str, device: t
             msg = str(exc)
             raise CheckpointError(msg if key in msg else f"{key}: {msg}") from None
     return EvalOnly(net).to(device)
+
+
+def train_recipes(suite: Suite, *, device: torch.device, progress: bool = True) -> dict[str, CachedModel]:
+    """Train (or find cached) every recipe model of the suite, one per seed of multi-seed models."""
+    out = {}
+    for name, replica in suite.replicas().items():
+        spec = replica.spec
+        if isinstance(spec, RecipeModel):
+            out[name] = ensure_trained(spec.recipe, spec.recipe.dataset or suite.data.dataset,
+                                       cache_dir=suite.cache_dir, data_dir=suite.data.data_dir,
+                                       download=suite.data.download, device=device, progress=progress, label=name)
+    return out
+
+
+def download(suite: Suite) -> list[str]:
+    """Fetch what a suite needs from the internet: dataset files and RobustBench weights.
+
+    Returns:
+        One line per thing made ready.
+    """
+    from benchmark.data import load_dataset
+
+    done = []
+    if dataset_info(suite.data.dataset).needs_files:
+        for split in ("train", "test"):
+            load_dataset(suite.data.dataset, split, data_dir=suite.data.data_dir, download=True)  # type: ignore[arg-type]
+        done.append(f"dataset {suite.data.dataset}: ready in {suite.data.data_dir}")
+    for name, spec in suite.models.items():
+        if isinstance(spec, RobustBenchModel):
+            from benchmark._compat import ensure_autoattack_module
+
+            ensure_autoattack_module()
+            from robustbench.utils import load_model
+
+            load_model(spec.robustbench, model_dir=spec.model_dir, dataset=spec.dataset or suite.data.dataset,
+                       threat_model=spec.threat_model)
+            done.append(f"{name}: RobustBench {spec.robustbench} ready in {spec.model_dir}")
+    return done

@@ -1,0 +1,205 @@
+"""Attack cascades: clean, FGSM, PGD, AutoAttack, transfer, and any other registered attack.
+
+An evaluation's eps list runs as a cascade in ascending order: at each eps only the examples that
+survived the smaller eps are attacked, and an example broken at a smaller eps keeps its adversarial
+example (it lies inside every larger ball). Robust accuracy is therefore exact for nested balls, and
+a cell's fingerprint covers the eps list up to its own eps.
+
+Any attack registered in ``ATTACKS`` without a kind of its own (a plugin's) is run the same way:
+``{attack: <name>, eps: [...], norm: Linf, params: {...}}``, the parameters going to its factory.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from benchmark.attacks import ATTACKS
+from benchmark.evaluations import EVALUATIONS
+from benchmark.evaluations.base import CellKey, Evaluation, SuiteFacts
+from benchmark.suite.fields import Eps, EpsList, check_name, eps_label
+
+if TYPE_CHECKING:
+    from benchmark.attacks.base import Attack
+    from benchmark.evaluations.context import Context
+    from benchmark.records import CellRecords
+
+logger = logging.getLogger(__name__)
+
+Norm = Literal["Linf", "L2"]
+AttackLossName = Literal["ce", "dlr", "hr"]
+
+
+class AttackCascade(Evaluation):
+    """Shared behaviour of the attack kinds: one cell per eps, each attacking the previous survivors."""
+
+    cascade: ClassVar[bool] = True
+
+    def make_attack(self, ctx: Context) -> Attack:
+        """The attack object of this evaluation (built from ``ATTACKS``)."""
+        return ATTACKS.get(self.kind)(**self.attack_params(), num_classes=ctx.num_classes)
+
+    def compute(self, ctx: Context, cell: CellKey, previous: CellRecords | None) -> CellRecords:
+        """Attack the survivors of the previous eps (the clean-correct examples at the first)."""
+        from benchmark.evaluations.context import check_adversarial
+
+        clean = ctx.clean_records()
+        if not self.adversarial or cell.eps == 0:
+            return clean.copy(extras=False)
+        prev = previous if previous is not None else clean
+        alive = np.flatnonzero(prev.correct)
+        new = prev.copy()
+        new.attacked[:] = False
+        where = f"{ctx.where}, eps {eps_label(cell.eps)}"
+        attack = self.make_attack(ctx)
+        model = ctx.model()
+        extras: dict[str, list[np.ndarray]] = {}
+        done: list[np.ndarray] = []
+
+        def run(rows: np.ndarray) -> None:
+            xb, yb = ctx.x[rows].to(ctx.device), ctx.y[rows].to(ctx.device)
+            result = attack(model, xb, yb, cell.eps)
+            x_adv = result.x_adv.detach()
+            dist = check_adversarial(x_adv, xb, cell.eps, self.norm_name, where)
+            rec = ctx.forward(x_adv, yb)
+            new.pred[rows], new.correct[rows], new.valid[rows] = rec.pred, rec.correct, rec.valid
+            new.probs[rows], new.pert_norm[rows] = rec.probs, dist.cpu().numpy()
+            new.attacked[rows] = True
+            for k, v in result.extras.items():
+                extras.setdefault(k, []).append(np.asarray(v))
+            done.append(rows)
+
+        ctx.batched(alive, run)
+        for k, parts in extras.items():
+            vals = np.concatenate(parts)
+            col = new.extras.get(k)
+            if col is None:
+                col = np.zeros(len(new.index), dtype=vals.dtype)
+            col[np.concatenate(done)] = vals
+            new.extras[k] = col
+        return new
+
+
+@EVALUATIONS.register("clean", help="No attack: accuracy and calibration on clean inputs.")
+class CleanEval(AttackCascade):
+    """No attack: accuracy and calibration on clean inputs."""
+
+    adversarial: ClassVar[bool] = False
+    attack: Literal["clean"]
+
+
+@EVALUATIONS.register("fgsm", help="Fast gradient sign method (one step of size eps).")
+class FGSMEval(AttackCascade):
+    """Fast gradient sign method (one step of size eps)."""
+
+    smoke: ClassVar[dict[str, Any]] = {"eps": [0.05, 0.1]}
+    attack: Literal["fgsm"]
+    eps: EpsList
+    norm: Norm = "Linf"
+    loss: AttackLossName = "ce"
+
+
+@EVALUATIONS.register("pgd", help="Projected gradient descent over ascending eps, attacking only the survivors.")
+class PGDEval(AttackCascade):
+    """Projected gradient descent over ascending eps, attacking only the survivors of smaller eps."""
+
+    smoke: ClassVar[dict[str, Any]] = {"eps": [0.05, 0.1], "steps": 2}
+    attack: Literal["pgd"]
+    eps: EpsList
+    norm: Norm = "Linf"
+    steps: int = Field(10, ge=1)
+    step_size: Eps | None = Field(None, description="absolute step size; 2.5*eps/steps if absent")
+    random_start: bool = True
+    restarts: int = Field(1, ge=1)
+    loss: AttackLossName = "ce"
+    seed: int | None = Field(None, description="seed of the random starts; the suite's seed if absent")
+
+
+@EVALUATIONS.register("autoattack", help="AutoAttack (pyautoattack): standard version or a custom list of its attacks.")
+class AutoAttackEval(AttackCascade):
+    """AutoAttack (pyautoattack): standard version or a custom list of its attacks."""
+
+    smoke: ClassVar[dict[str, Any]] = {"eps": [0.1], "version": "custom", "attacks": ["apgd-ce"]}
+    attack: Literal["autoattack"]
+    eps: EpsList
+    norm: Norm = "Linf"
+    version: Literal["standard", "custom"] = "standard"
+    attacks: tuple[Literal["apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square"], ...] | None = None
+    seed: int | None = Field(None, description="seed of every sub-attack; the suite's seed if absent")
+
+    @model_validator(mode="after")
+    def _custom_needs_attacks(self) -> AutoAttackEval:
+        if self.version == "custom" and not self.attacks:
+            raise ValueError("version 'custom' needs a non-empty 'attacks' list")
+        if self.version == "standard" and self.attacks:
+            raise ValueError("'attacks' is only used with version 'custom'")
+        return self
+
+
+@EVALUATIONS.register("transfer", help="Black-box transfer: PGD crafted on another model of the suite.")
+class TransferEval(AttackCascade):
+    """Black-box transfer: PGD crafted on another model of the suite, evaluated on each model."""
+
+    attack: Literal["transfer"]
+    source: str = Field(description="name of a model of this suite to craft the examples on")
+    eps: EpsList
+    norm: Norm = "Linf"
+    steps: int = Field(10, ge=1)
+    step_size: Eps | None = None
+    random_start: bool = True
+    loss: AttackLossName = "ce"
+    seed: int | None = Field(None, description="seed of the random starts; the suite's seed if absent")
+
+    def source_models(self) -> tuple[str, ...]:
+        return (self.source,)
+
+    def suite_problems(self, facts: SuiteFacts) -> list[tuple[str, str]]:
+        problems = super().suite_problems(facts)
+        if self.source not in facts.models:
+            from benchmark.errors import suggest
+
+            problems.append(("source", f"transfer source '{self.source}' is not a model of this suite."
+                                       f"{suggest(self.source, facts.models)} Models: {', '.join(facts.models)}"))
+        return problems
+
+    def make_attack(self, ctx: Context) -> Attack:
+        source = ctx.model(self.source)
+        inner = ATTACKS.get("pgd")(restarts=1, **self.attack_params(), num_classes=ctx.num_classes)
+
+        def transfer(model: Any, x: Any, y: Any, eps: float) -> Any:
+            return inner(source, x, y, eps)  # crafted on the source, judged on the target
+
+        return transfer  # type: ignore[return-value]
+
+
+@EVALUATIONS.register("attack", help="Any attack of `bench ls attacks` as an eps cascade: "
+                                     "{attack: <name>, eps: [...], params: {...}}")
+class RegisteredAttackEval(AttackCascade):
+    """Any registered attack without a kind of its own (a plugin's), run as an eps cascade.
+
+    The suite entry names the attack (``attack: <name>``) and passes its factory's parameters under
+    ``params``; the threat model must be one the attack's registration lists in ``norms``.
+    """
+
+    attack: str
+    eps: EpsList
+    norm: Norm = "Linf"
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the attack's factory")
+
+    @field_validator("attack")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return check_name("attack", ATTACKS.names(), v)
+
+    @model_validator(mode="after")
+    def _supported_norm(self) -> RegisteredAttackEval:
+        norms = ATTACKS.meta(self.attack).get("norms")
+        if norms is not None and self.norm not in norms:
+            raise ValueError(f"attack '{self.attack}' supports the norms {', '.join(norms)}, not {self.norm}")
+        return self
+
+    def attack_params(self) -> dict[str, Any]:
+        return {"norm": self.norm, **self.params}

@@ -1,0 +1,66 @@
+"""The robust-accuracy and calibration pivots of the tidy table (percent where a metric says so).
+
+Which metrics appear, in which order and whether in percent comes from the metrics' registry entries
+(``benchmark.metrics.presentation``): a newly registered metric appears here without changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from benchmark.metrics import metric_order, presentation
+from benchmark.report.tidy import WORST_CASE
+
+
+def _loss_part(loss: Any) -> str:
+    # Cross-entropy is the default every reader assumes; any other loss is named in the label.
+    return f"[{loss}]" if isinstance(loss, str) and loss not in ("", "ce") else ""
+
+
+def _column_label(evaluation: str, attack: str, norm: str, eps_lbl: str, norms: set[str], loss: str = "") -> str:
+    if attack == "clean":
+        return "clean"
+    norm_part = f" {norm}" if len(norms) > 1 else ""
+    return f"{evaluation}{_loss_part(loss)}@{eps_lbl}{norm_part}"
+
+
+def robust_pivot(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Models x (clean, evaluation@eps ..., worst-case@eps ...), accuracies in percent."""
+    acc = tidy[(tidy.metric == "robust_accuracy") | ((tidy.metric == "accuracy") & (tidy.attack == "clean"))].copy()
+    if acc.empty:
+        return pd.DataFrame()
+    norms = set(acc.loc[acc.attack != "clean", "norm"])
+    loss = acc["loss"] if "loss" in acc else [""] * len(acc)
+    acc["column"] = [_column_label(e, a, n, lbl, norms, lo) for e, a, n, lbl, lo in
+                     zip(acc.evaluation, acc.attack, acc.norm, acc.eps_label, loss)]
+    cols = list(dict.fromkeys(acc.column))
+    # Clean first, then each evaluation in suite order, worst case last.
+    cols = [c for c in cols if c == "clean"] + [c for c in cols if c != "clean" and not c.startswith(WORST_CASE)] \
+        + [c for c in cols if c.startswith(WORST_CASE)]
+    pivot = acc.pivot_table(index="model", columns="column", values="value", aggfunc="first", sort=False)
+    pivot = pivot.reindex(columns=cols) * 100
+    pivot.columns.name = None
+    return pivot
+
+
+def calibration_pivot(tidy: pd.DataFrame) -> pd.DataFrame:
+    """(model, inputs) x every registered metric of the table, in presentation order; percent where usual."""
+    cal = tidy[tidy.evaluation != WORST_CASE].copy()
+    cal["metric"] = cal.metric.replace({"robust_accuracy": "accuracy"})
+    metrics = metric_order(cal.metric)
+    cal = cal[cal.metric.isin(metrics)]
+    if cal.empty:
+        return pd.DataFrame()
+    loss = cal["loss"] if "loss" in cal else [""] * len(cal)
+    variant = cal["variant"] if "variant" in cal else [""] * len(cal)
+    cal["inputs"] = [("clean" if a == "clean" else f"{e}:{v}" if v else f"{e}{_loss_part(lo)}@{lbl}")
+                     for e, a, lbl, lo, v in zip(cal.evaluation, cal.attack, cal.eps_label, loss, variant)]
+    pivot = cal.pivot_table(index=["model", "inputs"], columns="metric", values="value", aggfunc="first", sort=False)
+    pivot = pivot.reindex(columns=[m for m in metrics if m in pivot.columns])
+    for m in pivot.columns:
+        if presentation(m).percent:
+            pivot[m] = pivot[m] * 100
+    pivot.columns.name = None
+    return pivot.rename(columns={m: (f"{m} %" if presentation(m).percent else m) for m in pivot.columns})

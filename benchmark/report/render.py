@@ -1,0 +1,147 @@
+"""Every table and figure of a results folder, from the store alone: build, write, show in the terminal.
+
+``tidy.csv`` has one row per model / evaluation / eps / metric (see ``benchmark.report.tidy``); the
+robust-accuracy and calibration pivots, the mean ± std tables over seeds and the tables each
+evaluation kind contributes are written as CSV, Markdown and LaTeX, and shown in the terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.atomic import atomic_write_text
+from benchmark.evaluations.base import Evaluation, ReportInputs, Table
+from benchmark.report.figures import plot_robustness
+from benchmark.report.pivots import calibration_pivot, robust_pivot
+from benchmark.report.seeds import seed_pivots, seed_summary
+from benchmark.report.tidy import manifest_evaluations, tidy_table
+from benchmark.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    """Tables of one results folder."""
+
+    tidy: pd.DataFrame
+    robust: pd.DataFrame
+    calibration: pd.DataFrame
+    missing: int
+    inputs: ReportInputs
+    tables: list[Table] = field(default_factory=list)
+    seeds: pd.DataFrame = field(default_factory=pd.DataFrame)
+    seed_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def kinds(self) -> list[type[Evaluation]]:
+        """The evaluation kinds of the suite, each once, in suite order."""
+        return list(dict.fromkeys(type(e) for e in self.inputs.evaluations.values()))
+
+
+def build_report(results: Path) -> Report:
+    """Read a results folder and build every table.
+
+    Raises:
+        FileNotFoundError: the folder has no manifest.
+        ValueError: the manifest cannot be read.
+    """
+    store = Store(results)
+    manifest = store.read_manifest()
+    evaluations = manifest_evaluations(manifest)
+    tidy, missing = tidy_table(store, manifest, evaluations)
+    inputs = ReportInputs(tidy=tidy, manifest=manifest, evaluations=evaluations, read=store.read_records,
+                          stored=store.has)
+    report = Report(tidy, robust_pivot(tidy), calibration_pivot(tidy), missing, inputs)
+    for kind in report.kinds():
+        report.tables += kind.report_tables(inputs)
+    report.seeds = seed_summary(tidy)
+    report.seed_tables = seed_pivots(report.seeds)
+    return report
+
+
+def _latex(df: pd.DataFrame, caption: str, fmt: str = ".2f") -> str:
+    return df.to_latex(float_format=f"%{fmt}", na_rep="--", escape=True, caption=caption, position="t")
+
+
+def _write_all(results: Path, stem: str, texts: dict[str, str]) -> list[Path]:
+    paths = []
+    for ext, text in texts.items():
+        path = results / f"{stem}.{ext}"
+        atomic_write_text(path, text)
+        paths.append(path)
+    return paths
+
+
+def write_report(report: Report, results: Path) -> list[Path]:
+    """Write tidy.csv, the pivots and the kinds' tables (csv, md, tex) and figures atomically.
+
+    Returns:
+        The written paths.
+    """
+    written = []
+    path = results / "tidy.csv"
+    atomic_write_text(path, report.tidy.to_csv(index=False))
+    written.append(path)
+    for stem, df, caption in (("robust_accuracy", report.robust, "Robust accuracy (%)"),
+                              ("calibration", report.calibration, "Calibration")):
+        if not df.empty:
+            written += _write_all(results, stem, {"csv": df.to_csv(float_format="%.4f"),
+                                                  "md": df.to_markdown(floatfmt=".2f") + "\n",
+                                                  "tex": _latex(df, caption)})
+    for table in report.tables:
+        df = table.frame
+        written += _write_all(results, table.stem, {
+            "csv": df.to_csv(float_format=table.csv_fmt),
+            "md": df.reset_index().to_markdown(floatfmt=table.fmt, index=False) + "\n",
+            "tex": _latex(df, table.caption, table.fmt)})
+    if not report.seeds.empty:
+        atomic_write_text(results / "seeds.csv", report.seeds.to_csv(index=False))
+        written.append(results / "seeds.csv")
+    for stem, df in report.seed_tables.items():
+        caption = "Mean ± std over seeds" + (" (robust accuracy, %)" if stem.startswith("robust") else "")
+        written += _write_all(results, stem, {"csv": df.to_csv(), "md": df.to_markdown() + "\n",
+                                              "tex": df.to_latex(escape=True, caption=caption, position="t")})
+    png = plot_robustness(report.tidy, results / "robust_accuracy.png", results.name)
+    if png is not None:
+        written.append(png)
+    for kind in report.kinds():
+        written += kind.report_figures(report.inputs, results, results.name)
+    return written
+
+
+def _fits(text: str, width: int) -> bool:
+    return max((len(line) for line in text.splitlines()), default=0) <= width
+
+
+def render_terminal(report: Report, title: str, width: int = 120) -> str:
+    """The tables as plain text for the terminal; a table too wide for it is transposed."""
+    out = []
+    if not report.robust.empty:
+        robust = report.robust
+        text = robust.to_markdown(floatfmt=".2f", tablefmt="simple")
+        if not _fits(text, width):
+            text = robust.T.rename_axis("evaluation@eps").to_markdown(floatfmt=".2f", tablefmt="simple")
+        out += [f"Robust accuracy (%) - {title}", text]
+    if not report.calibration.empty:
+        out += ["", f"Calibration - {title}",
+                report.calibration.reset_index().to_markdown(floatfmt=".2f", tablefmt="simple", index=False)]
+    for table in report.tables:
+        df = table.terminal if table.terminal is not None else table.frame
+        if table.terminal_transposed is not None and not _fits(df.to_markdown(floatfmt=".2f", tablefmt="simple"),
+                                                                 width):
+            df = table.terminal_transposed
+        out += ["", f"{table.terminal_caption or table.caption} - {title}",
+                df.reset_index().to_markdown(floatfmt=".4g", tablefmt="simple", index=False)]
+    if "robust_accuracy_seeds" in report.seed_tables:
+        seeds = report.seed_tables["robust_accuracy_seeds"]
+        text = seeds.to_markdown(tablefmt="simple")
+        if not _fits(text, width):
+            text = seeds.T.rename_axis("evaluation@eps").to_markdown(tablefmt="simple")
+        out += ["", f"Robust accuracy (%), mean ± std over seeds - {title}", text]
+    if report.missing:
+        out.append(f"\n({report.missing} planned cell(s) not in the store yet: run the suite to fill them in)")
+    return "\n".join(out)

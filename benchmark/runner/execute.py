@@ -1,0 +1,111 @@
+"""Running one group of cells: what every executor does with a (model, evaluation), wherever it runs.
+
+A cell whose file is present and readable is skipped (present = done). A missing cell is computed by
+its evaluation kind, from the records of the cell it starts from when it has one (the previous eps of
+a cascade: from memory, or from the store after a resume), and written atomically. A failure stops
+the rest of the group (later cells of a cascade need its survivors) and is reported, not raised, so
+that the other groups still run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmark.errors import BenchError
+from benchmark.evaluations.base import CellKey, Evaluation
+from benchmark.records import CellRecords
+from benchmark.runner.context import RunContext
+from benchmark.runner.plan import Cell, Group
+from benchmark.store import CellMeta, Provenance, Store, now
+from benchmark.suite.fields import eps_label
+
+logger = logging.getLogger(__name__)
+
+# Errors that fail a group without stopping the run: bad models or attacks, numerical failures.
+CELL_ERRORS: tuple[type[BaseException], ...] = (BenchError, RuntimeError, ValueError, FloatingPointError)
+
+OnCell = Callable[[Cell, bool], None]
+"""Called after each cell of a group with ``(cell, computed)``; ``computed`` is False for a reused cell."""
+
+
+@dataclass
+class GroupResult:
+    """What running one group did."""
+
+    model: str
+    evaluation: str
+    reused: int = 0
+    computed: int = 0
+    error: str | None = None
+    traceback: str | None = None
+
+
+@dataclass
+class RunSummary:
+    """What a run did."""
+
+    results_dir: Path
+    cells: list[Cell]
+    reused: int = 0
+    computed: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Every cell is done."""
+        return not self.failures
+
+    def add(self, result: GroupResult) -> None:
+        """Count a group's cells and keep its failure."""
+        self.reused += result.reused
+        self.computed += result.computed
+        if result.error is not None:
+            self.failures.append({"model": result.model, "evaluation": result.evaluation, "error": result.error,
+                                  "traceback": result.traceback or ""})
+
+
+def cell_meta(run: RunContext, ev: Evaluation, cell: Cell, records: CellRecords, prov: Provenance,
+              seconds: float) -> CellMeta:
+    """The metadata stored with a computed cell."""
+    sources = ev.source_models()
+    return CellMeta(model=cell.model, evaluation=cell.evaluation, eps=cell.eps, eps_label=eps_label(cell.eps),
+                    eps_index=cell.eps_index, fingerprint=cell.fingerprint, variant=cell.variant, attack=ev.kind,
+                    params=ev.cell_params(cell.variant), norm=ev.norm_name, loss=ev.loss_name, n=len(records.index),
+                    dataset=run.suite.data.dataset, split=run.suite.data.split, subset_hash=run.data.subset_hash,
+                    model_identity=run.models[cell.model].identity, transfer_source=sources[0] if sources else None,
+                    provenance=prov, seconds=round(seconds, 3), created=now())
+
+
+def run_group(group: Group, run: RunContext, store: Store, prov: Provenance, on_cell: OnCell) -> GroupResult:
+    """Compute the missing cells of one group and store them; never raises a cell error (see module doc)."""
+    result = GroupResult(group.model, group.evaluation)
+    ev = run.suite.evaluation_map[group.evaluation]
+    ctx = run.context(group)
+    last: dict[str, CellRecords] = {}
+    try:
+        for cell in group.cells:
+            if store.readable(cell.fingerprint):
+                result.reused += 1
+                on_cell(cell, False)
+                continue
+            previous = None
+            if cell.after is not None:
+                previous = last.get(cell.after) or store.read_records(cell.after)
+            start = time.perf_counter()
+            records = ev.compute(ctx, CellKey(cell.eps, cell.eps_index, cell.variant), previous)
+            store.write(records, cell_meta(run, ev, cell, records, prov, time.perf_counter() - start))
+            last = {cell.fingerprint: records}
+            result.computed += 1
+            on_cell(cell, True)
+    except CELL_ERRORS as exc:
+        # One broken model or attack must not cost the other groups; the error is reported and the
+        # exit code says that something failed.
+        logger.debug("cell failure", exc_info=True)
+        result.error = f"{type(exc).__name__}: {exc}"
+        result.traceback = traceback.format_exc(limit=6)
+    return result

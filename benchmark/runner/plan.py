@@ -1,0 +1,124 @@
+"""The plan of a run: every cell with its fingerprint, and the order constraints between cells.
+
+Built from the suite, the evaluated subset's hash and the models' identities, without running
+anything. Cells are grouped per (model, evaluation); a group is what an executor runs as one unit
+(one Ray task). Order constraints:
+
+* the eps cascade: a cascade kind's cell at ``eps[k]`` starts from the records of the cell at
+  ``eps[k - 1]`` (``Cell.after``), inside one group;
+* sources: a group also loads the suite models its evaluation names (a transfer attack's source,
+  ``Group.models``), which must therefore be resolved before it runs.
+
+A cell's fingerprint hashes everything that changes its result: the model's identity, the data
+subset, the kind and its parameters, the eps list up to the cell's eps, the suite seed, the package
+versions and the transfer source's identity (see :func:`fingerprint_parts`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from benchmark.evaluations.base import Evaluation
+from benchmark.provenance import fingerprint, versions_for_fingerprint
+from benchmark.store import ManifestCell
+from benchmark.suite.fields import eps_label
+from benchmark.suite.schema import Suite
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of stored work."""
+
+    model: str
+    evaluation: str
+    eps: float
+    eps_index: int
+    fingerprint: str
+    variant: str = ""
+    after: str | None = None
+    """Fingerprint of the cell whose records this one starts from (the previous eps of a cascade)."""
+
+    def manifest_entry(self, ev: Evaluation) -> ManifestCell:
+        """The cell as the manifest lists it."""
+        return ManifestCell(model=self.model, evaluation=self.evaluation, attack=ev.kind, eps=self.eps,
+                            eps_label=eps_label(self.eps), eps_index=self.eps_index, fingerprint=self.fingerprint,
+                            variant=self.variant, norm=ev.norm_name, loss=ev.loss_name)
+
+
+@dataclass(frozen=True)
+class Group:
+    """The cells of one (model, evaluation), in execution order; the unit an executor schedules."""
+
+    model: str
+    evaluation: str
+    cells: tuple[Cell, ...]
+    batch_size: int
+    """The batch size the evaluation runs with (its own, else the suite's)."""
+    models: tuple[str, ...]
+    """Every model the group loads: the evaluated one, then the replicas of its sources."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """``(model, evaluation)``."""
+        return (self.model, self.evaluation)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every group of a run, in execution order."""
+
+    groups: tuple[Group, ...]
+
+    @property
+    def cells(self) -> list[Cell]:
+        """Every cell, in execution order."""
+        return [c for g in self.groups for c in g.cells]
+
+    def depends_on(self, group: Group) -> list[Group]:
+        """The other groups holding a cell that one of ``group``'s cells starts from."""
+        owner = {c.fingerprint: g for g in self.groups for c in g.cells}
+        needed = {c.after for c in group.cells if c.after is not None}
+        return list({id(owner[fp]): owner[fp] for fp in needed if owner[fp] is not group}.values())
+
+
+def fingerprint_parts(suite: Suite, ev: Evaluation, model_identity: dict[str, Any], data_part: dict[str, str],
+                      eps_index: int, variant: str, source_identity: Any, versions: dict[str, str]) -> dict[str, Any]:
+    """Everything that changes a cell's result (hashed into its fingerprint; the layout is kept stable
+    so that results folders written by earlier versions stay valid)."""
+    parts = {"model": model_identity, "data": data_part, "attack": ev.kind, "params": ev.cell_params(variant),
+             "eps_prefix": [round(e, 12) for e in ev.eps_values[:eps_index + 1]], "seed": suite.seed,
+             "versions": versions, "transfer_source": source_identity}
+    if variant:  # only then, so that the fingerprints of cells without variants stay as they were
+        parts["variant"] = variant
+    return parts
+
+
+def build_plan(suite: Suite, subset_hash: str, identities: dict[str, dict[str, Any]]) -> Plan:
+    """All cells of the suite, with fingerprints and order constraints, grouped per (model, evaluation).
+
+    Args:
+        suite: the validated suite.
+        subset_hash: hash of the evaluated examples.
+        identities: every replica's identity (see ``benchmark.runner.models.ResolvedModel``).
+    """
+    versions = versions_for_fingerprint()
+    data_part = {"dataset": suite.data.dataset, "split": suite.data.split, "subset": subset_hash}
+    groups = []
+    for mname, identity in identities.items():
+        for ev in suite.evaluations:
+            sources = tuple(suite.replica_of(s) for s in ev.source_models())
+            source_identity: Any = None
+            if len(sources) == 1:
+                source_identity = identities[sources[0]]
+            elif sources:
+                source_identity = [identities[s] for s in sources]
+            cells: list[Cell] = []
+            for key in ev.cells():
+                fp = fingerprint(fingerprint_parts(suite, ev, identity, data_part, key.eps_index, key.variant,
+                                                   source_identity, versions))
+                after = cells[-1].fingerprint if ev.cascade and cells else None
+                cells.append(Cell(mname, ev.label, key.eps, key.eps_index, fp, key.variant, after))
+            groups.append(Group(mname, ev.label, tuple(cells), suite.batch_size_of(ev),
+                                (mname, *dict.fromkeys(s for s in sources if s != mname))))
+    return Plan(tuple(groups))

@@ -1,0 +1,195 @@
+"""The suite schema: data, models, evaluations, metrics, runtime, and the checks across sections.
+
+A suite names a dataset, models (local checkpoints, RobustBench names or training recipes),
+evaluations and metrics. Each ``evaluations`` entry is validated by the schema of the kind its
+``attack:`` key names, looked up in the evaluation registry when the suite is read (so plugin kinds
+validate like built-in ones). Evaluations inherit the suite's ``seed`` unless they set their own.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PlainValidator, SerializeAsAny, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from benchmark.data import DATASETS, dataset_info
+from benchmark.errors import LookupNameError
+from benchmark.evaluations import evaluation_class, usable_names
+from benchmark.evaluations.base import Evaluation, SuiteFacts
+from benchmark.metrics import METRICS
+from benchmark.suite.fields import StrictModel, check_name
+from benchmark.suite.models import ModelReplica, ModelSpec, RecipeModel, RobustBenchModel
+
+
+class DataSpec(StrictModel):
+    """Which examples are evaluated."""
+
+    dataset: str = Field(description="registered dataset name (see `bench ls`)")
+    split: Literal["train", "val", "test"] = "test"
+    n_examples: int | None = Field(None, gt=0, description="evaluate a seeded subset of this size; all if absent")
+    data_dir: Path = Field(Path("data"), description="where dataset files live (relative to the working directory)")
+    download: bool = Field(False, description="download missing dataset files (needs internet)")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        return check_name("dataset", DATASETS.names(), v)
+
+
+class Runtime(StrictModel):
+    """How cells are executed. Never part of a fingerprint: results do not depend on it."""
+
+    executor: Literal["local", "ray"] = Field("local", description="local: this process; ray: one Ray task per "
+                                                                   "(model, evaluation)")
+    address: str | None = Field(None, description="Ray cluster to join (ray://head:10001 or head:6379); "
+                                                  "a local cluster if absent")
+    num_cpus: float = Field(1, gt=0, description="CPUs each Ray task reserves")
+    num_gpus: float = Field(1, ge=0, description="GPUs each Ray task reserves when the device is CUDA")
+    max_retries: int = Field(1, ge=0, description="Ray reruns a task whose worker died this many times; "
+                                                  "the rerun resumes from the cells already stored")
+
+
+def _evaluation(value: Any) -> Evaluation:
+    """Validate one ``evaluations`` entry with the schema of the kind its ``attack`` names."""
+    if isinstance(value, Evaluation):
+        return value
+    name = value.get("attack") if isinstance(value, dict) else None
+    if name is None:
+        raise PydanticCustomError("missing_attack", "an evaluation needs an 'attack' key (one of {known})",
+                                  {"known": ", ".join(usable_names())})
+    try:
+        cls = evaluation_class(str(name))
+    except LookupNameError as exc:
+        raise PydanticCustomError("unknown_attack", "{message}", {"key": "attack", "message": str(exc)}) from None
+    return cls.model_validate(value)  # type: ignore[no-any-return]
+
+
+EvaluationSpec = Annotated[SerializeAsAny[Evaluation], PlainValidator(_evaluation)]
+"""One ``evaluations`` entry, validated by its kind's schema."""
+
+
+def _default_metrics() -> tuple[str, ...]:
+    return tuple(METRICS.names())
+
+
+class Suite(StrictModel):
+    """A benchmark suite: one dataset, several models, several evaluations, a set of metrics."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="results go to <results-dir>/<name>")
+    description: str = ""
+    seed: int = Field(0, description="seed of the evaluated subset, and of every evaluation that sets no seed")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$",
+                        description="auto | cpu | cuda | cuda:N | mps")
+    batch_size: int = Field(256, ge=1, description="batch size of every evaluation that sets none")
+    data: DataSpec
+    models: dict[str, ModelSpec] = Field(min_length=1)
+    evaluations: list[EvaluationSpec] = Field(min_length=1)
+    metrics: tuple[str, ...] = Field(default_factory=_default_metrics)
+    n_bins: int = Field(15, ge=2, description="bins of the calibration metrics")
+    cache_dir: Path = Field(Path("models/recipes"), description="where trained recipe checkpoints are cached")
+    runtime: Runtime = Field(default_factory=Runtime, description="executor settings; never part of a result")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _evaluations_inherit_the_seed(cls, data: Any) -> Any:
+        # An evaluation with randomness and no seed of its own takes the suite's, so that the suite's
+        # seed really seeds the attacks (and two suites differing only in it differ in their cells).
+        if not isinstance(data, dict) or not isinstance(data.get("evaluations"), list):
+            return data
+        seed = data.get("seed", 0)
+        entries = []
+        for entry in data["evaluations"]:
+            if isinstance(entry, dict) and "seed" not in entry and isinstance(entry.get("attack"), str):
+                try:
+                    kind = evaluation_class(entry["attack"])
+                except LookupNameError:
+                    kind = None  # reported by the entry's own validation
+                if kind is not None and "seed" in kind.model_fields:
+                    entry = {**entry, "seed": seed}
+            entries.append(entry)
+        return {**data, "evaluations": entries}
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if not re.match(r"^[A-Za-z0-9_.+-]+$", name):
+                raise ValueError(f"model name '{name}' may only use letters, digits and _ . + -")
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for m in v:
+            check_name("metric", METRICS.names(), m)
+        return v
+
+    @property
+    def evaluation_map(self) -> dict[str, Evaluation]:
+        """Evaluations by label."""
+        return {e.label: e for e in self.evaluations}
+
+    def batch_size_of(self, evaluation: Evaluation) -> int:
+        """The batch size an evaluation runs with: its own, else the suite's."""
+        return evaluation.batch_size or self.batch_size
+
+    def replicas(self) -> dict[str, ModelReplica]:
+        """Every model to evaluate: one per suite model, or one per seed of a multi-seed recipe."""
+        out: dict[str, ModelReplica] = {}
+        for name, spec in self.models.items():
+            seeds = getattr(spec, "seeds", None)
+            if seeds is None:
+                out[name] = ModelReplica(name, name, None, spec)
+                continue
+            for seed in seeds:
+                recipe = spec.recipe.model_copy(update={"seed": seed})
+                out[f"{name}-seed{seed}"] = ModelReplica(f"{name}-seed{seed}", name, seed, RecipeModel(recipe=recipe))
+        return out
+
+    def replica_of(self, model: str) -> str:
+        """The replica that stands for a suite model where one model is needed (a transfer source)."""
+        return next(r.name for r in self.replicas().values() if r.group == model)
+
+
+def cross_field_problems(suite: Suite) -> list[tuple[str, str]]:
+    """Checks that span sections: names, references between entries, eps ranges, shapes."""
+    problems: list[tuple[str, str]] = []
+    labels = [e.label for e in suite.evaluations]
+    for i, label in enumerate(labels):
+        if labels.index(label) != i:
+            problems.append((f"evaluations[{i}].name",
+                             f"evaluation name '{label}' is used twice; give each a distinct 'name'"))
+    info = dataset_info(suite.data.dataset)
+    facts = SuiteFacts(models=tuple(suite.models), kinds=tuple(e.kind for e in suite.evaluations),
+                       dataset=suite.data.dataset, input_shape=info.input_shape, num_classes=info.num_classes)
+    for i, ev in enumerate(suite.evaluations):
+        problems += [(f"evaluations[{i}].{key}", msg) for key, msg in ev.suite_problems(facts)]
+    for name, spec in suite.models.items():
+        norm = getattr(spec, "normalization", None) or (spec.recipe.normalization if isinstance(spec, RecipeModel)
+                                                        else None)
+        if norm is not None and len(norm.mean) != info.input_shape[0]:
+            problems.append((f"models.{name}.normalization",
+                             f"{len(norm.mean)} channel(s) given but dataset '{suite.data.dataset}' has "
+                             f"{info.input_shape[0]}"))
+        if isinstance(spec, RecipeModel) and spec.recipe.adversarial is not None \
+                and spec.recipe.adversarial.norm == "Linf" and spec.recipe.adversarial.eps > 1:
+            problems.append((f"models.{name}.recipe.adversarial.eps", "Linf eps above 1 is meaningless for inputs "
+                                                                      "in [0, 1]"))
+        if isinstance(spec, RobustBenchModel):
+            rb_dataset = spec.dataset or suite.data.dataset
+            if rb_dataset != suite.data.dataset:
+                problems.append((f"models.{name}.dataset", f"RobustBench model trained on '{rb_dataset}' cannot be "
+                                                           f"evaluated on '{suite.data.dataset}'"))
+            elif rb_dataset not in ("cifar10", "cifar100", "imagenet"):
+                problems.append((f"models.{name}.robustbench", f"RobustBench has no models for dataset "
+                                                               f"'{rb_dataset}'"))
+    names = list(suite.models)
+    for name, spec in suite.models.items():
+        for seed in getattr(spec, "seeds", None) or ():
+            if f"{name}-seed{seed}" in names:
+                problems.append((f"models.{name}.seeds",
+                                 f"replica '{name}-seed{seed}' would collide with the model of that name"))
+    return problems
