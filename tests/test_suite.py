@@ -10,7 +10,7 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.errors import SuiteError
-from benchmark.suite.fields import eps_label, parse_eps
+from benchmark.fields import eps_label, parse_eps
 from benchmark.suite.loading import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from benchmark.attacks import ATTACKS
 from benchmark.evaluations import EVALUATIONS
 from benchmark.evaluations.base import CellKey, Evaluation, SuiteFacts
-from benchmark.suite.fields import Eps, EpsList, check_name, eps_label
+from benchmark.fields import Eps, EpsList, check_name, eps_label
 
 if TYPE_CHECKING:
     from benchmark.attacks.base import Attack

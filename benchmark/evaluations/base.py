@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from benchmark.metrics import compute_metrics
-from benchmark.suite.fields import StrictModel
+from benchmark.fields import StrictModel
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 
 from benchmark.evaluations import EVALUATIONS
 from benchmark.evaluations.base import CellKey, Evaluation, ReportInputs, SuiteFacts, Table
-from benchmark.suite.fields import Eps
+from benchmark.fields import Eps
 
 if TYPE_CHECKING:
     from benchmark.evaluations.context import Context

@@ -17,7 +17,7 @@ import pandas as pd
 from benchmark.evaluations import evaluation_class
 from benchmark.evaluations.base import Evaluation
 from benchmark.store import Manifest, Store
-from benchmark.suite.fields import eps_label
+from benchmark.fields import eps_label
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from benchmark.records import CellRecords
 from benchmark.runner.context import RunContext
 from benchmark.runner.plan import Cell, Group
 from benchmark.store import CellMeta, Provenance, Store, now
-from benchmark.suite.fields import eps_label
+from benchmark.fields import eps_label
 
 logger = logging.getLogger(__name__)
 

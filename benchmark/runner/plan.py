@@ -22,7 +22,7 @@ from typing import Any
 from benchmark.evaluations.base import Evaluation
 from benchmark.provenance import fingerprint, versions_for_fingerprint
 from benchmark.store import ManifestCell
-from benchmark.suite.fields import eps_label
+from benchmark.fields import eps_label
 from benchmark.suite.schema import Suite
 
 

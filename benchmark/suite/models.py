@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 from pydantic_core import PydanticCustomError
 
 from benchmark.models import ARCHITECTURES
-from benchmark.suite.fields import Normalization, StrictModel, check_name
+from benchmark.fields import Normalization, StrictModel, check_name
 from benchmark.training.spec import RecipeSpec
 
 

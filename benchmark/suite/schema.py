@@ -20,7 +20,7 @@ from benchmark.errors import LookupNameError
 from benchmark.evaluations import evaluation_class, usable_names
 from benchmark.evaluations.base import Evaluation, SuiteFacts
 from benchmark.metrics import METRICS
-from benchmark.suite.fields import StrictModel, check_name
+from benchmark.fields import StrictModel, check_name
 from benchmark.suite.models import ModelReplica, ModelSpec, RecipeModel, RobustBenchModel
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from benchmark.models import ARCHITECTURES
-from benchmark.suite.fields import Eps, EpsList, Normalization, StrictModel, check_name
+from benchmark.fields import Eps, EpsList, Normalization, StrictModel, check_name
 from benchmark.training.recipes import RECIPES
 
 

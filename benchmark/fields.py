@@ -1,7 +1,7 @@
-"""Field types shared by every schema: strict models, eps values and lists, registered names.
+"""Field types shared by every schema: strict sections, eps values and lists, registered names.
 
-Evaluation kinds and training specs build their parameter schemas from these, so this module
-imports nothing of the harness but its errors.
+The suite schema, the evaluation kinds' parameter schemas and the training specs are built from
+these, so this module sits below all of them and imports nothing of the harness but its errors.
 """
 
 from __future__ import annotations
