@@ -1,7 +1,8 @@
 """Field types shared by every schema: strict sections, eps values and lists, registered names.
 
 The suite schema, the evaluation kinds' parameter schemas and the training specs are built from
-these, so this module sits below all of them and imports nothing of the harness but its errors.
+these, so this module sits below all of them and imports nothing of the harness but its errors
+and the registry.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
 
 from benchmark.errors import suggest
+from benchmark.registry import plugin_failures
 
 _FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
 
@@ -97,8 +99,9 @@ def check_name(kind: str, names: Iterable[str], name: str) -> str:
     if name not in names:
         raise PydanticCustomError(
             "unknown_name",
-            "unknown {kind} '{name}'.{hint} Known: {known}",
-            {"kind": kind, "name": name, "hint": suggest(name, names), "known": ", ".join(names)},
+            "unknown {kind} '{name}'.{hint} Known: {known}{failed}",
+            {"kind": kind, "name": name, "hint": suggest(name, names), "known": ", ".join(names),
+             "failed": plugin_failures()},
         )
     return name
 

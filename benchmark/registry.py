@@ -63,6 +63,11 @@ def load_plugins() -> dict[str, str]:
     return _plugins.failed
 
 
+def plugin_failures() -> str:
+    """`` (plugin x failed to load: ...)`` for every plugin that failed, to append to an unknown-name error."""
+    return "".join(f" (plugin {p} failed to load: {e})" for p, e in _plugins.failed.items())
+
+
 @dataclass(frozen=True)
 class Entry:
     """One registered name.
@@ -131,9 +136,8 @@ class Registry(Generic[T]):
         self._ready()
         entry = self._entries.get(name)
         if entry is None:
-            failed = "".join(f" (plugin {p} failed to load: {e})" for p, e in _plugins.failed.items())
             raise LookupNameError(f"unknown {self.kind} '{name}'.{suggest(name, self._entries)} "
-                                  f"Known: {', '.join(sorted(self._entries))}{failed}")
+                                  f"Known: {', '.join(sorted(self._entries))}{plugin_failures()}")
         return entry
 
     def get(self, name: str) -> T:

@@ -51,3 +51,9 @@ def tiny_digits() -> ArrayDataset:
     ds = load_dataset("digits", "test")
     return ArrayDataset(name="digits/test[:64]", x=ds.x[:64].clone(), y=ds.y[:64].clone(), num_classes=10)
 
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A recipe cache shared by the tests of one module (each trains its small models once)."""
+    return tmp_path_factory.mktemp("recipes")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -109,14 +107,6 @@ def test_robustbench_weights_missing_names_the_file(tmp_path: Path, cifar10_dir:
     assert "models.Rice2020Overfitting.robustbench" in err
     assert str(tmp_path / "rb" / "cifar10" / "Linf" / "Rice2020Overfitting.pt") in err
 
-
-def test_python_dash_m_and_console_script() -> None:
-    out = subprocess.run([sys.executable, "-m", "benchmark", "ls"], capture_output=True, text=True, check=True).stdout
-    for word in ("digits", "cifar10", "small_cnn", "wrn_28_10", "pgd", "autoattack", "ece", "standard", "at"):
-        assert word in out
-    bad = subprocess.run([sys.executable, "-m", "benchmark", "validate", str(ROOT / "nope.yaml")],
-                         capture_output=True, text=True)
-    assert bad.returncode == 2 and "nope.yaml: file not found" in bad.stderr
 
 
 def test_clobbered_robustbench_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:

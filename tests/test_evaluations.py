@@ -21,7 +21,6 @@ from benchmark.errors import SuiteError
 from benchmark.evaluations.corruption import CORRUPTION_NAMES
 from benchmark.evaluations.jacobian import jacobian_frobenius
 from benchmark.metrics.stratified import robustness_bin_index, robustness_binned
-from benchmark.report.pivots import robust_pivot
 from benchmark.store import Store
 from benchmark.suite.loading import parse_suite
 
@@ -208,20 +207,6 @@ def test_schema_of_the_new_evaluations() -> None:
     with pytest.raises(SuiteError, match=r"bins"):
         parse_suite(_suite("- {attack: robustness, max_eps: 0.1, bins: [0.05, 0.01]}"))
 
-
-def test_robust_table_names_non_ce_losses() -> None:
-    tidy = pd.DataFrame([
-        {"model": "m", "evaluation": "clean", "attack": "clean", "loss": "", "norm": "", "eps": 0.0, "eps_label": "",
-         "variant": "", "metric": "accuracy", "value": 0.9, "n": 10},
-        {"model": "m", "evaluation": "pgd", "attack": "pgd", "loss": "hr", "norm": "Linf", "eps": 0.1,
-         "eps_label": "0.1", "variant": "", "metric": "robust_accuracy", "value": 0.5, "n": 10},
-        {"model": "m", "evaluation": "pgd-ce", "attack": "pgd", "loss": "ce", "norm": "Linf", "eps": 0.1,
-         "eps_label": "0.1", "variant": "", "metric": "robust_accuracy", "value": 0.4, "n": 10},
-    ])
-    assert list(robust_pivot(tidy).columns) == ["clean", "pgd[hr]@0.1", "pgd-ce@0.1"]
-
-
-# ----------------------------------------------------------------------------- end to end
 
 
 def test_suite_with_the_new_evaluations_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

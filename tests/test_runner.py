@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -21,35 +20,9 @@ from benchmark.models.architectures import build_architecture
 from benchmark.models.checkpoint import save_safetensors
 from benchmark.report import build_report
 from benchmark.store import Store
+from helpers import make_suite
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_suite(tmp_path: Path, cache: Path, models: str | None = None, evals: str | None = None,
-               n: int = 40, name: str = "t") -> Path:
-    models = models or """
-      std:
-        recipe: {kind: standard, arch: mlp, epochs: 3, batch_size: 64, optimizer: {name: adam, lr: 0.01}}
-    """
-    evals = evals or """
-      - attack: clean
-      - attack: fgsm
-        eps: [0.05, 0.1]
-      - attack: pgd
-        eps: [0.02, 0.05, 0.1, 0.2]
-        steps: 5
-    """
-    suite = {"name": name, "device": "cpu", "batch_size": 16, "cache_dir": str(cache),
-             "data": {"dataset": "digits", "n_examples": n},
-             "models": yaml.safe_load(textwrap.dedent(models)), "evaluations": yaml.safe_load(textwrap.dedent(evals))}
-    p = tmp_path / f"{name}.yaml"
-    p.write_text(yaml.safe_dump(suite))
-    return p
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("recipes")
 
 
 def cell_files(results: Path) -> dict[str, float]:
@@ -83,26 +56,6 @@ def test_run_writes_tables_and_rerun_reuses(tmp_path: Path, cache: Path, capsys:
     assert cell_files(results) == files  # nothing rewritten
     assert (results / "tidy.csv").read_text() == first_tidy
 
-
-def test_report_reads_only_the_store(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
-    suite = make_suite(tmp_path, cache)
-    res = tmp_path / "res"
-    assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 0
-    capsys.readouterr()
-    import benchmark.attacks.pgd as pgd_mod
-    import benchmark.runner.context as context_mod
-
-    def boom(*a: object, **k: object) -> None:
-        raise AssertionError("report must not run a model or an attack")
-
-    monkeypatch.setattr(context_mod, "load_resolved", boom)
-    monkeypatch.setattr(pgd_mod.PGD, "__call__", boom)
-    (res / "t" / "tidy.csv").unlink()
-    assert main(["report", str(res / "t")]) == 0
-    assert (res / "t" / "tidy.csv").is_file()
-    assert "Robust accuracy" in capsys.readouterr().out
-    assert main(["report", str(tmp_path / "nothing")]) == 2
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path: Path, cache: Path,
@@ -230,16 +183,6 @@ def test_missing_and_pinned_checkpoints_are_bad_input(tmp_path: Path, cache: Pat
     assert not (res / "t" / "cells").exists() or not list((res / "t" / "cells").iterdir())
 
 
-def test_corrupt_cell_is_recomputed(tmp_path: Path, cache: Path) -> None:
-    suite = make_suite(tmp_path, cache, evals="- attack: clean", n=10)
-    res = tmp_path / "res"
-    assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 0
-    (cell,) = (res / "t" / "cells").glob("*.parquet")
-    good = pd.read_parquet(cell)
-    cell.write_bytes(b"garbage")
-    assert main(["run", str(suite), "--results-dir", str(res), "--no-progress"]) == 0
-    pd.testing.assert_frame_equal(pd.read_parquet(cell), good)
-
 
 def test_models_are_held_in_eval_mode() -> None:
     from benchmark.runner.models import EvalOnly
@@ -313,3 +256,87 @@ def test_ensemble_recipe_runs_end_to_end(tmp_path: Path, cache: Path) -> None:
     (cell,) = store.read_manifest().cells
     rec, _ = store.read(cell.fingerprint)
     assert rec.valid.all() and np.allclose(rec.probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_oom_back_off_is_remembered_for_the_rest_of_the_run() -> None:
+    from benchmark.evaluations.context import BatchMemory, Context
+
+    memory = BatchMemory()
+
+    def context(model: str) -> Context:
+        return Context(model_name=model, evaluation="pgd", x=torch.zeros(16, 1, 8, 8), y=torch.zeros(16, dtype=torch.long),
+                       indices=np.arange(16), num_classes=10, device=torch.device("cpu"), batch_size=16, where="w",
+                       load_model=lambda name: torch.nn.Identity(), load_clean=lambda: None, memory=memory)  # type: ignore[arg-type,return-value]
+
+    tried: list[int] = []
+    seen: list[int] = []
+
+    def fn(rows: np.ndarray) -> None:
+        tried.append(len(rows))
+        if len(rows) > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        seen.extend(rows.tolist())
+
+    context("big").batched(np.arange(16), fn)
+    assert tried == [16, 8, 4, 4, 4, 4] and seen == list(range(16))
+    tried.clear()
+    context("big").batched(np.arange(16), fn)  # the next cell starts at the size that fitted
+    assert tried == [4, 4, 4, 4]
+    tried.clear()
+    context("small").batched(np.arange(16), lambda rows: tried.append(len(rows)))  # other models keep theirs
+    assert tried == [16]
+
+
+def _pgd_records(tmp_path: Path, cache: Path, suite_seed: int, eval_seed: int | None, name: str) -> np.ndarray:
+    seed_line = f"\n        seed: {eval_seed}" if eval_seed is not None else ""
+    evals = f"""
+      - attack: pgd
+        eps: [0.05]
+        steps: 1{seed_line}
+    """
+    path = make_suite(tmp_path, cache, evals=evals, n=360, name=name)  # the whole test split, for every seed
+    raw = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**raw, "seed": suite_seed}))
+    assert main(["run", str(path), "--results-dir", str(tmp_path / "res"), "--no-progress"]) == 0
+    store = Store(tmp_path / "res" / name)
+    (cell,) = store.read_manifest().cells
+    records, meta = store.read(cell.fingerprint)
+    assert meta.params["seed"] == (suite_seed if eval_seed is None else eval_seed)
+    return records.probs
+
+
+def test_the_suite_seed_seeds_the_attacks(tmp_path: Path, cache: Path) -> None:
+    # PGD with one step from a random start: the start is all that differs between seeds.
+    a = _pgd_records(tmp_path, cache, 0, None, "a")
+    b = _pgd_records(tmp_path, cache, 5, None, "b")
+    own = _pgd_records(tmp_path, cache, 5, 0, "c")  # an evaluation's own seed wins over the suite's
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(a, own)
+
+
+def test_an_evaluations_batch_size_overrides_the_suites(tmp_path: Path, cache: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmark.attacks.fgsm as fgsm_mod
+    import benchmark.attacks.pgd as pgd_mod
+
+    sizes: dict[str, list[int]] = {"pgd": [], "fgsm": []}
+    for name, cls in (("pgd", pgd_mod.PGD), ("fgsm", fgsm_mod.FGSM)):
+        real = cls.__call__
+
+        def spy(self: object, model: object, x: torch.Tensor, y: torch.Tensor, eps: float, _real=real,
+                _name=name) -> object:
+            sizes[_name].append(len(x))
+            return _real(self, model, x, y, eps)
+
+        monkeypatch.setattr(cls, "__call__", spy)
+    evals = """
+      - attack: pgd
+        eps: [0.01]
+        steps: 1
+        batch_size: 7
+      - attack: fgsm
+        eps: [0.01]
+    """
+    suite = make_suite(tmp_path, cache, evals=evals, n=40)  # the suite's batch_size is 16
+    assert main(["run", str(suite), "--results-dir", str(tmp_path / "res"), "--no-progress"]) == 0
+    assert max(sizes["pgd"]) == 7 and max(sizes["fgsm"]) == 16

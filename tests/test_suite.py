@@ -156,14 +156,6 @@ def test_overrides(tmp_path: Path) -> None:
         load_suite(write(tmp_path, GOOD), ["evaluations[9].steps=7"])
 
 
-def test_cli_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    good = write(tmp_path, GOOD, "good.yaml")
-    bad = write(tmp_path, GOOD.replace("steps: 3", "stpes: 3"), "bad.yaml")
-    assert main(["validate", str(good)]) == 0
-    assert main(["validate", str(good), str(bad)]) == 2
-    err = capsys.readouterr().err
-    assert "bad.yaml" in err and "Traceback" not in err and "Did you mean 'steps'" in err
-
 
 def test_validate_loads_no_data_or_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import benchmark.data as data

@@ -9,7 +9,8 @@ so that listing or validating attack names imports neither torch nor pyautoattac
 A registered attack without an evaluation kind of its own can still be used in a suite: an
 ``evaluations`` entry ``{attack: <name>, eps: [...], params: {...}}`` runs it as an eps cascade (see
 ``benchmark.evaluations.attack``). Metadata ``norms`` (the threat models it supports) is checked
-when the suite is validated.
+when the suite is validated; ``smoke`` (parameters for a quick run) is what the smoke test every
+registered attack gets passes to the factory.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ ATTACKS.add("fgsm", "benchmark.attacks.fgsm:fgsm", help="Fast gradient (sign) me
             norms=("Linf", "L2"))
 ATTACKS.add("pgd", "benchmark.attacks.pgd:pgd",
             help="Projected gradient descent (Linf or L2; CE, DLR or HR loss; random start; restarts).",
-            norms=("Linf", "L2"))
+            norms=("Linf", "L2"), smoke={"steps": 3})
 ATTACKS.add("autoattack", "benchmark.attacks.autoattack:autoattack",
-            help="AutoAttack (pyautoattack): standard ensemble or a custom list of its attacks.", norms=("Linf", "L2"))
+            help="AutoAttack (pyautoattack): standard ensemble or a custom list of its attacks.", norms=("Linf", "L2"),
+            smoke={"version": "custom", "attacks": ["apgd-ce"]})

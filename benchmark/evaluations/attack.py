@@ -143,6 +143,7 @@ class AutoAttackEval(AttackCascade):
 class TransferEval(AttackCascade):
     """Black-box transfer: PGD crafted on another model of the suite, evaluated on each model."""
 
+    smoke: ClassVar[dict[str, Any]] = {"source": "source", "eps": [0.1], "steps": 2}
     attack: Literal["transfer"]
     source: str = Field(description="name of a model of this suite to craft the examples on")
     eps: EpsList
@@ -184,6 +185,7 @@ class RegisteredAttackEval(AttackCascade):
     ``params``; the threat model must be one the attack's registration lists in ``norms``.
     """
 
+    smoke: ClassVar[dict[str, Any]] = {"attack": "fgsm", "eps": [0.1]}
     attack: str
     eps: EpsList
     norm: Norm = "Linf"

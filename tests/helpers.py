@@ -1,0 +1,30 @@
+"""Helpers shared by test modules (suites written to a temporary folder)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import yaml
+
+
+def make_suite(tmp_path: Path, cache: Path, models: str | None = None, evals: str | None = None,
+               n: int = 40, name: str = "t") -> Path:
+    models = models or """
+      std:
+        recipe: {kind: standard, arch: mlp, epochs: 3, batch_size: 64, optimizer: {name: adam, lr: 0.01}}
+    """
+    evals = evals or """
+      - attack: clean
+      - attack: fgsm
+        eps: [0.05, 0.1]
+      - attack: pgd
+        eps: [0.02, 0.05, 0.1, 0.2]
+        steps: 5
+    """
+    suite = {"name": name, "device": "cpu", "batch_size": 16, "cache_dir": str(cache),
+             "data": {"dataset": "digits", "n_examples": n},
+             "models": yaml.safe_load(textwrap.dedent(models)), "evaluations": yaml.safe_load(textwrap.dedent(evals))}
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(suite))
+    return p
