@@ -195,3 +195,19 @@ def test_a_broken_plugin_is_reported_and_the_rest_works(tmp_path: Path) -> None:
     bad = _bench(tmp_path, "validate", "s.yaml")
     assert bad.returncode == 2 and "unknown recipe 'half-ls'" in bad.stderr
     assert "plugin bench_brokenplugin = bench_brokenplugin failed to load: ImportError: no such thing" in bad.stderr
+
+
+def test_the_readme_example_kind_runs(tmp_path: Path) -> None:
+    # The "Extending bench" example of the README, as written, registered from a plugin module.
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("# benchmark/evaluations/logit_norm.py")
+    example = readme[start:readme.index("```", start)]
+    _install(tmp_path, "readme_kind", example)
+    suite = {**SUITE, "data": {"dataset": "digits", "n_examples": 20},
+             "models": {"m": {"recipe": {"kind": "standard", "arch": "mlp", "epochs": 1}}},
+             "evaluations": [{"attack": "clean"}, {"attack": "logit-norm"}], "metrics": ["accuracy", "ece"]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(suite))
+    proc = _bench(tmp_path, "run", "s.yaml", "--no-progress", "--set", f"cache_dir={tmp_path / 'cache'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tidy = pd.read_csv(tmp_path / "results" / "plug" / "tidy.csv")
+    assert tidy[tidy.metric == "mean_logit_norm"].value.item() > 0
