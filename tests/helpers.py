@@ -7,6 +7,25 @@ from pathlib import Path
 
 import yaml
 
+#: A small valid suite (digits, one recipe model, clean + PGD) that tests edit into invalid ones.
+GOOD = """
+name: t
+data: {dataset: digits, n_examples: 20}
+models:
+  m: {recipe: {kind: standard, arch: small_cnn, epochs: 1}}
+evaluations:
+  - attack: clean
+  - attack: pgd
+    eps: [8/255, 0.1, 2/255]
+    steps: 3
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
 
 def make_suite(tmp_path: Path, cache: Path, models: str | None = None, evals: str | None = None,
                n: int = 40, name: str = "t") -> Path:

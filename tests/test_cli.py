@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,27 +11,9 @@ import pytest
 from benchmark.cli import _typed_updates, build_parser, main
 from benchmark.errors import SuiteError
 from benchmark.suite.loading import load_suite
+from helpers import GOOD, write
 
 ROOT = Path(__file__).resolve().parents[1]
-
-GOOD = """
-name: t
-data: {dataset: digits, n_examples: 20}
-models:
-  m: {recipe: {kind: standard, arch: small_cnn, epochs: 1}}
-evaluations:
-  - attack: clean
-  - attack: pgd
-    eps: [8/255, 0.1, 2/255]
-    steps: 3
-"""
-
-
-def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
-    p = tmp_path / name
-    p.write_text(textwrap.dedent(text))
-    return p
-
 
 def test_cli_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = write(tmp_path, GOOD, "good.yaml")

@@ -340,3 +340,18 @@ def test_an_evaluations_batch_size_overrides_the_suites(tmp_path: Path, cache: P
     suite = make_suite(tmp_path, cache, evals=evals, n=40)  # the suite's batch_size is 16
     assert main(["run", str(suite), "--results-dir", str(tmp_path / "res"), "--no-progress"]) == 0
     assert max(sizes["pgd"]) == 7 and max(sizes["fgsm"]) == 16
+
+
+def test_plan_orders_groups_after_the_groups_they_start_from() -> None:
+    from benchmark.runner.plan import Cell, Group, Plan
+
+    def group(model: str, fp: str, after: str | None) -> Group:
+        return Group(model, "e", (Cell(model, "e", 0.1, 0, fp, after=after),), 8, (model,))
+
+    a, b, c = group("a", "fa", None), group("b", "fb", "fc"), group("c", "fc", "fa")
+    plan = Plan((b, a, c))
+    assert plan.depends_on(b) == [c] and plan.depends_on(a) == []
+    assert [g.model for g, _ in plan.ordered()] == ["a", "c", "b"]
+    circle = Plan((group("x", "fx", "fy"), group("y", "fy", "fx")))
+    with pytest.raises(ValueError, match="circle: x / e, y / e"):
+        circle.ordered()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,27 +11,9 @@ from benchmark.cli import main
 from benchmark.errors import SuiteError
 from benchmark.fields import eps_label, parse_eps
 from benchmark.suite.loading import load_suite
+from helpers import GOOD, write
 
 ROOT = Path(__file__).resolve().parents[1]
-
-GOOD = """
-name: t
-data: {dataset: digits, n_examples: 20}
-models:
-  m: {recipe: {kind: standard, arch: small_cnn, epochs: 1}}
-evaluations:
-  - attack: clean
-  - attack: pgd
-    eps: [8/255, 0.1, 2/255]
-    steps: 3
-"""
-
-
-def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
-    p = tmp_path / name
-    p.write_text(textwrap.dedent(text))
-    return p
-
 
 def problems(tmp_path: Path, text: str) -> str:
     p = write(tmp_path, text)

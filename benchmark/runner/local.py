@@ -19,7 +19,7 @@ class LocalExecutor:
         prov = provenance(str(run.device), run.suite.seed)
         with tqdm(total=len(summary.cells), desc=f"bench {run.suite.name}", unit="cell",
                   disable=not progress) as bar:
-            for group in plan.groups:
+            for group, _ in plan.ordered():  # the groups a group waits for come first
                 reported = 0
 
                 def on_cell(cell: Cell, computed: bool) -> None:

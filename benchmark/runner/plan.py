@@ -81,6 +81,25 @@ class Plan:
         needed = {c.after for c in group.cells if c.after is not None}
         return list({id(owner[fp]): owner[fp] for fp in needed if owner[fp] is not group}.values())
 
+    def ordered(self) -> list[tuple[Group, list[Group]]]:
+        """Every group with the groups it waits for, those first; otherwise in plan order.
+
+        Raises:
+            ValueError: groups that wait for each other in a circle (a bug in an evaluation kind).
+        """
+        pending = {id(g): (g, self.depends_on(g)) for g in self.groups}
+        out: list[tuple[Group, list[Group]]] = []
+        done: set[int] = set()
+        while pending:
+            ready = [k for k, (_, deps) in pending.items() if all(id(d) in done for d in deps)]
+            if not ready:
+                raise ValueError("the plan's groups wait for each other in a circle: "
+                                 + ", ".join(f"{g.model} / {g.evaluation}" for g, _ in pending.values()))
+            for k in ready:
+                out.append(pending.pop(k))
+                done.add(k)
+        return out
+
 
 def fingerprint_parts(suite: Suite, ev: Evaluation, model_identity: dict[str, Any], data_part: dict[str, str],
                       eps_index: int, variant: str, source_identity: Any, versions: dict[str, str]) -> dict[str, Any]:

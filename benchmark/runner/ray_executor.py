@@ -75,21 +75,6 @@ def run_group_task(job: TaskJob, data: EvalData, queue: Any, *after: GroupResult
     return run_group(job.group, run, Store(job.results), provenance(f"{device}", job.suite.seed), on_cell)
 
 
-def _ordered(plan: Plan) -> list[tuple[Group, list[Group]]]:
-    """Groups with the groups each waits for, in an order where those come first."""
-    pending = {id(g): (g, plan.depends_on(g)) for g in plan.groups}
-    out: list[tuple[Group, list[Group]]] = []
-    done: set[int] = set()
-    while pending:
-        ready = [k for k, (_, deps) in pending.items() if all(id(d) in done for d in deps)]
-        if not ready:
-            raise BenchError("the plan's groups wait for each other in a circle; this is a bug in an evaluation kind")
-        for k in ready:
-            out.append(pending.pop(k))
-            done.add(k)
-    return out
-
-
 class RayExecutor:
     """Runs the plan's groups as Ray tasks.
 
@@ -140,7 +125,7 @@ class RayExecutor:
                                                       max_retries=self.runtime.max_retries, retry_exceptions=False)
             refs: dict[int, Any] = {}
             groups: dict[Any, Group] = {}
-            for group, deps in _ordered(plan):
+            for group, deps in plan.ordered():
                 job = TaskJob(run.suite, run.suite_file, store.root.resolve(), run.models, group, os.getcwd())
                 ref = task.remote(job, data_ref, queue, *[refs[id(d)] for d in deps])
                 refs[id(group)] = ref
