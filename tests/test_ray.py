@@ -168,3 +168,17 @@ def test_ray_executor_without_ray_is_a_clear_error(tmp_path: Path, monkeypatch: 
     err = capsys.readouterr().err
     assert "needs Ray" in err and "pip install -e '.[ray]'" in err and "Traceback" not in err
     assert not (tmp_path / "res").exists()  # refused before anything was loaded or written
+
+
+@pytest.mark.parametrize("address,says", [("127.0.0.1:1", "nothing answers at 127.0.0.1:1"),
+                                          ("ray://head", "is not host:port")])
+def test_an_unreachable_cluster_is_bad_input_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     address: str, says: str) -> None:
+    # Ray's own client retries an address for minutes; bench checks it before loading anything.
+    suite = _slow_suite(tmp_path)
+    start = time.perf_counter()
+    assert main(["run", str(suite), "--results-dir", str(tmp_path / "res"), "--address", address]) == 2
+    assert time.perf_counter() - start < 30
+    err = capsys.readouterr().err
+    assert "runtime.address: " in err and says in err and "Traceback" not in err
+    assert not (tmp_path / "res").exists()

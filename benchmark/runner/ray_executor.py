@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,24 @@ def run_group_task(job: TaskJob, data: EvalData, queue: Any, *after: GroupResult
     return run_group(job.group, run, Store(job.results), provenance(f"{device}", job.suite.seed), on_cell)
 
 
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a cluster address nothing answers at (Ray itself retries for minutes).
+
+    Raises:
+        BenchError: the address has no port, or nothing accepts a connection there.
+    """
+    if address == "auto":  # RAY_ADDRESS or the cluster started on this machine; Ray resolves it
+        return
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        raise BenchError(f"runtime.address: '{address}' is not host:port (head:6379) or ray://host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise BenchError(f"runtime.address: nothing answers at {address} ({exc}); start the cluster with "
+                         f"`ray start --head`, or check the address") from None
+
+
 class RayExecutor:
     """Runs the plan's groups as Ray tasks.
 
@@ -90,6 +109,8 @@ class RayExecutor:
             raise BenchError("the ray executor needs Ray, which is not installed: pip install -e '.[ray]' "
                              "(or run with --executor local)")
         self.runtime = runtime
+        if runtime.address:
+            _probe(runtime.address)
 
     def _connect(self) -> bool:
         """Join the cluster (or start a local one); True when this call started Ray."""
