@@ -50,12 +50,6 @@ class CellRecords:
                            self.valid.copy(), self.probs.copy(), self.pert_norm.copy(), self.attacked.copy(),
                            {k: v.copy() for k, v in self.extras.items()} if extras else {})
 
-    def take(self, rows: np.ndarray) -> CellRecords:
-        """The records of the given row positions."""
-        return CellRecords(self.index[rows], self.label[rows], self.pred[rows], self.correct[rows],
-                           self.valid[rows], self.probs[rows], self.pert_norm[rows], self.attacked[rows],
-                           {k: v[rows] for k, v in self.extras.items()})
-
     def put(self, rows: np.ndarray, other: CellRecords) -> None:
         """Write ``other``'s label, prediction, correctness, validity and probabilities into ``rows``."""
         self.label[rows], self.pred[rows], self.correct[rows] = other.label, other.pred, other.correct

@@ -117,7 +117,6 @@ def test_no_import_cycles_between_packages() -> None:
     for module, targets in _graph().items():
         rooms.setdefault(_room(module), set()).update(_room(t) for t in targets if _room(t) != _room(module))
     assert _cycles(rooms) == []
-    assert "torch" not in {_room(m) for m in rooms}  # sanity: only the package's own modules
     assert "evaluations" not in rooms["suite"] or "suite" not in rooms["evaluations"]
     assert "report" not in rooms["evaluations"] and "runner" not in rooms["evaluations"]
     assert "attacks" not in rooms["report"] and "store" not in rooms["attacks"]

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from benchmark.metrics import compute_metrics
 from benchmark.fields import StrictModel
+from benchmark.metrics import compute_metrics
 
 if TYPE_CHECKING:
     import pandas as pd

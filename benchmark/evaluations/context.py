@@ -113,10 +113,9 @@ class Context:
                 continue
             pos += len(block)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, model: nn.Module | None = None) -> CellRecords:
-        """Records of ``model`` (default: the evaluated one) on inputs ``x`` with labels ``y`` (one batch)."""
-        return forward_records(model or self.model(), x, y, self.num_classes, self.device, max(1, len(x)),
-                               self.model_name)
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> CellRecords:
+        """Records of the evaluated model on inputs ``x`` with labels ``y`` (one batch)."""
+        return forward_records(self.model(), x, y, self.num_classes, self.device, max(1, len(x)), self.model_name)
 
 
 def forward_records(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, device: torch.device,

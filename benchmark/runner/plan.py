@@ -58,11 +58,6 @@ class Group:
     models: tuple[str, ...]
     """Every model the group loads: the evaluated one, then the replicas of its sources."""
 
-    @property
-    def key(self) -> tuple[str, str]:
-        """``(model, evaluation)``."""
-        return (self.model, self.evaluation)
-
 
 @dataclass(frozen=True)
 class Plan:

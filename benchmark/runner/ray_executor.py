@@ -48,6 +48,7 @@ class TaskJob:
     suite_file: str
     results: Path
     models: dict[str, ResolvedModel]
+    """The models the group loads (``Group.models``): the evaluated one and its sources."""
     group: Group
     cwd: str
     """The driver's working directory: relative paths of the suite (checkpoints, caches) are relative to it."""
@@ -147,7 +148,8 @@ class RayExecutor:
             refs: dict[int, Any] = {}
             groups: dict[Any, Group] = {}
             for group, deps in plan.ordered():
-                job = TaskJob(run.suite, run.suite_file, store.root.resolve(), run.models, group, os.getcwd())
+                models = {name: run.models[name] for name in group.models}
+                job = TaskJob(run.suite, run.suite_file, store.root.resolve(), models, group, os.getcwd())
                 ref = task.remote(job, data_ref, queue, *[refs[id(d)] for d in deps])
                 refs[id(group)] = ref
                 groups[ref] = group
