@@ -133,6 +133,35 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from benchmark.report.compare import compare_table, compare_view
+    from benchmark.report.tidy import manifest_evaluations
+    from benchmark.store import Store
+
+    results = Path(args.results)
+    store = Store(results)
+    try:
+        manifest = store.read_manifest()
+    except (FileNotFoundError, ValueError) as exc:
+        raise BenchError(str(exc)) from None
+    groups = {info.group for info in manifest.models.values()}
+    unknown = [m for m in (args.models or []) if m not in groups]
+    if unknown:
+        raise BenchError(f"{results}: no model '{unknown[0]}' in the results.{suggest(unknown[0], sorted(groups))}")
+    table = compare_table(manifest, manifest_evaluations(manifest), store.read_records, store.has)
+    if args.models:
+        table = table[table.model_a.isin(args.models) & table.model_b.isin(args.models)]
+    if args.evaluation:
+        table = table[table.evaluation.isin(args.evaluation)]
+    if table.empty:
+        print("no pair of models shares a stored cell with these filters")
+        return EXIT_OK
+    print(compare_view(table).to_markdown(floatfmt=".4g", tablefmt="simple"))
+    print("McNemar's exact test on per-example verdicts (paired by seed where replicas share seeds); "
+          "n.s.: p >= 0.05, not corrected for multiple comparisons")
+    return EXIT_OK
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from benchmark.runner.models import download
 
@@ -185,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="re-render the tables of a results folder (no recomputation)")
     rep.add_argument("results", help="a results folder, e.g. results/digits")
     rep.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("compare", help="paired tests (McNemar) between the models of a results folder")
+    c.add_argument("results", help="a results folder, e.g. results/digits")
+    c.add_argument("--models", nargs="+", help="only pairs among these models")
+    c.add_argument("--evaluation", nargs="+", help="only these evaluations (e.g. clean worst-case pgd)")
+    c.set_defaults(func=cmd_compare)
 
     d = sub.add_parser("download", help="fetch a suite's dataset files and RobustBench weights (needs internet)")
     suite_args(d)

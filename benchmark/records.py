@@ -6,7 +6,9 @@ file format (``benchmark.store`` writes and reads them as Parquet).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +26,13 @@ class CellRecords:
         probs: softmax probabilities, float32, shape (N, C); NaN on invalid rows.
         pert_norm: norm of the perturbation in the evaluation's norm (0 for clean inputs).
         attacked: the attack ran on this example at this eps (the cascade skips already broken ones).
-        extras: evaluation-specific per-example fields (e.g. ``queries``, ``min_eps``).
+        extras: evaluation-specific per-example fields (e.g. ``queries``, ``min_eps``, ``broken_by``).
+        cal_probs: for an attack cell, the probabilities on the points calibration under attack is
+            measured at, for *every* example at this eps (see :meth:`calibration`); None where they
+            are ``probs`` (clean inputs, evaluations without a cascade).
+        cal_valid: validity of ``cal_probs`` rows (None with it).
+        notes: cell-level facts the evaluation reports (JSON-serializable): the sub-attacks that
+            ran, a backend's warnings, which points calibration is measured at.
     """
 
     index: np.ndarray
@@ -36,6 +44,9 @@ class CellRecords:
     pert_norm: np.ndarray
     attacked: np.ndarray
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    cal_probs: np.ndarray | None = None
+    cal_valid: np.ndarray | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, n: int, num_classes: int) -> CellRecords:
@@ -45,10 +56,26 @@ class CellRecords:
                    np.zeros(n, bool), {})
 
     def copy(self, *, extras: bool = True) -> CellRecords:
-        """A deep copy (without the extras when ``extras`` is False)."""
+        """A deep copy (without the extras, calibration records and notes when ``extras`` is False)."""
+        if not extras:
+            return CellRecords(self.index.copy(), self.label.copy(), self.pred.copy(), self.correct.copy(),
+                               self.valid.copy(), self.probs.copy(), self.pert_norm.copy(), self.attacked.copy())
         return CellRecords(self.index.copy(), self.label.copy(), self.pred.copy(), self.correct.copy(),
                            self.valid.copy(), self.probs.copy(), self.pert_norm.copy(), self.attacked.copy(),
-                           {k: v.copy() for k, v in self.extras.items()} if extras else {})
+                           {k: v.copy() for k, v in self.extras.items()},
+                           None if self.cal_probs is None else self.cal_probs.copy(),
+                           None if self.cal_valid is None else self.cal_valid.copy(), copy.deepcopy(self.notes))
+
+    def calibration(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(probs, valid)`` that calibration metrics are computed from.
+
+        For an attack cell these are the model's outputs at the attack's point for every example at
+        this eps (``cal_probs``), not the cascade's verdict records, where an example broken at a
+        smaller eps keeps that eps's outputs. Elsewhere they are ``probs``.
+        """
+        if self.cal_probs is None:
+            return self.probs, self.valid
+        return self.cal_probs, self.cal_valid if self.cal_valid is not None else np.isfinite(self.cal_probs).all(1)
 
     def put(self, rows: np.ndarray, other: CellRecords) -> None:
         """Write ``other``'s label, prediction, correctness, validity and probabilities into ``rows``."""

@@ -28,7 +28,8 @@ from benchmark.records import CellRecords
 logger = logging.getLogger(__name__)
 
 META_KEY = b"bench"
-STORE_VERSION = 1
+STORE_VERSION = 2
+"""2: attack cells carry calibration records for every example (``cal_probs``) and notes."""
 
 
 class _Typed(BaseModel):
@@ -106,6 +107,9 @@ class CellMeta(_Typed):
     """The suite model whose adversarial examples a transfer evaluation uses."""
     provenance: Provenance
     """Versions, git state, device and host that produced the cell."""
+    notes: dict[str, Any] = Field(default_factory=dict)
+    """Cell-level facts from the evaluation: sub-attacks that ran, a backend's warnings, which points
+    calibration under attack is measured at (``CellRecords.notes``)."""
     seconds: float
     """Wall time of computing the cell."""
     created: str
@@ -152,6 +156,10 @@ class ModelInfo(_Typed):
     """Where its weights come from (``recipe:at``, ``robustbench:Name``, a file)."""
     training: dict[str, float] = Field(default_factory=dict)
     """Final training metrics of a recipe model."""
+    history: dict[str, Any] = Field(default_factory=dict)
+    """How a recipe model's training went, from its metadata: for AR-AdaLS ``adals`` (final smoothing
+    and edges, one record per update, and ``smoothing_per_epoch``: the smoothing per stratum each epoch
+    trained with) and, for ensembles, ``adals_members``; empty for other models."""
 
 
 class EvaluationEntry(_Typed):
@@ -204,23 +212,32 @@ def _to_table(records: CellRecords, meta: CellMeta) -> pa.Table:
         "attacked": pa.array(records.attacked.astype(bool)),
         "probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), c),
     }
+    if records.cal_probs is not None:
+        cal = np.ascontiguousarray(records.cal_probs, dtype=np.float32)
+        cal_valid = records.calibration()[1]
+        cols["cal_probs"] = pa.FixedSizeListArray.from_arrays(pa.array(cal.reshape(-1)), c)
+        cols["cal_valid"] = pa.array(np.asarray(cal_valid, dtype=bool))
     for k, v in records.extras.items():
         cols[f"x_{k}"] = pa.array(np.asarray(v))
     table = pa.table(cols)
     return table.replace_schema_metadata({META_KEY: json.dumps(meta.model_dump(mode="json"), sort_keys=True).encode()})
 
 
-def _from_table(table: pa.Table) -> CellRecords:
-    probs_col = table.column("probs").combine_chunks()
-    c = probs_col.type.list_size
-    probs = probs_col.values.to_numpy(zero_copy_only=False).reshape(-1, c)
+def _matrix(table: pa.Table, name: str) -> np.ndarray:
+    col = table.column(name).combine_chunks()
+    return col.values.to_numpy(zero_copy_only=False).reshape(-1, col.type.list_size)
+
+
+def _from_table(table: pa.Table, notes: dict[str, Any]) -> CellRecords:
     extras = {name[2:]: table.column(name).to_numpy() for name in table.column_names if name.startswith("x_")}
 
     def get(name: str) -> np.ndarray:
         return table.column(name).to_numpy()
 
-    return CellRecords(get("index"), get("label"), get("pred"), get("correct"), get("valid"), probs,
-                       get("pert_norm"), get("attacked"), extras)
+    has_cal = "cal_probs" in table.column_names
+    return CellRecords(get("index"), get("label"), get("pred"), get("correct"), get("valid"), _matrix(table, "probs"),
+                       get("pert_norm"), get("attacked"), extras, _matrix(table, "cal_probs") if has_cal else None,
+                       get("cal_valid") if has_cal else None, dict(notes))
 
 
 def now() -> str:
@@ -269,7 +286,7 @@ class Store:
             raise
         except (pa.ArrowException, OSError, KeyError, TypeError, ValidationError) as exc:
             raise ValueError(f"{path}: not a readable result cell ({exc})") from exc
-        return _from_table(table), meta
+        return _from_table(table, meta.notes), meta
 
     def read_records(self, fp: str) -> CellRecords:
         """The records of a cell (see :meth:`read`)."""

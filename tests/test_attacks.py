@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from torch import nn
 
 from benchmark.attacks import ATTACKS
 from benchmark.attacks.clean import Clean
-from benchmark.attacks.autoattack import AutoAttackRunner, fit_attacks, n_target_classes
+from benchmark.attacks.autoattack import BROKEN_BY_DTYPE, AutoAttackRunner, fit_attacks, n_target_classes
 from benchmark.attacks.base import AttackResult, perturbation_norm
 from benchmark.attacks.losses import ATTACK_LOSSES, ce_loss, dlr_loss
 from benchmark.errors import LookupNameError
@@ -458,6 +459,81 @@ def test_autoattack_wrapper_matches_calling_pyautoattack_directly(
     with torch.random.fork_rng(devices=[]):  # pyautoattack reseeds the global RNG
         theirs, _ = direct.run_standard_evaluation(x, y, batch_size=len(x))
     assert torch.equal(ours, theirs)
+
+
+def test_autoattack_records_which_sub_attack_broke_each_example(
+    digits_model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    x, y = batch
+    result = build("autoattack", **FAST_AUTOATTACK, seed=5)(digits_model, x, y, 0.08)
+    broken_by = result.extras["broken_by"]
+    assert broken_by.shape == (len(x),) and broken_by.dtype == np.dtype(BROKEN_BY_DTYPE)
+    clean_ok = correct(digits_model, x, y)
+    robust = correct(digits_model, result.x_adv, y)
+    # pyautoattack attacks only the examples its clean check finds correct; the first sub-attack that
+    # fools an example takes it out of the pool, so each broken example names exactly one.
+    assert ((broken_by == "clean") == ~clean_ok.numpy()).all()
+    assert ((broken_by == "") == robust.numpy()).all()
+    assert set(broken_by[clean_ok.numpy() & ~robust.numpy()]) <= {"apgd-ce", "apgd-t"}
+    assert (broken_by == "apgd-ce").any()
+    assert result.info == {"attacks_run": ["apgd-ce", "apgd-t"], "warnings": []}
+
+
+def test_autoattack_reports_the_sub_attacks_run_after_fitting_to_three_classes(
+    digits_model: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    x, y = digits
+    keep = y < 3
+    three = nn.Sequential(digits_model, _FirstLogits(3)).eval()  # a 3-class classifier of digits 0, 1, 2
+    attack = ATTACKS.get("autoattack")(version="custom", attacks=["apgd-ce", "apgd-t", "apgd-dlr"], num_classes=3)
+    result = attack(three, x[keep][:30], y[keep][:30], 0.2)
+    assert result.info["attacks_run"] == ["apgd-ce", "apgd-dlr"]  # apgd-t's targeted DLR needs 4 classes
+    assert set(result.extras["broken_by"]) <= {"", "clean", "apgd-ce", "apgd-dlr"}
+
+
+class _FirstLogits(nn.Module):
+    """Keeps the first ``k`` logits."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z[:, : self.k]
+
+
+class _Noisy(nn.Module):
+    """A randomized defense: Gaussian noise on the input at every call."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x + 0.05 * torch.randn_like(x))
+
+
+@pytest.mark.parametrize("wrap, expected", [
+    (lambda m: nn.Sequential(m, nn.Softmax(dim=1)), "the output is a probability distribution"),
+    (_Noisy, "randomized defense"),
+])
+def test_autoattack_records_pyautoattack_check_warnings(
+    wrap: object, expected: str, digits_model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    x, y = batch
+    model = wrap(digits_model).eval()  # type: ignore[operator]
+    result = build("autoattack", version="custom", attacks=["apgd-ce"])(model, x[:32], y[:32], 0.05)
+    assert any(expected in w for w in result.info["warnings"]), result.info["warnings"]
+    assert not [w for w in recwarn if "pyautoattack" in w.filename]  # recorded, not raised
+
+
+def test_broken_by_names_are_the_ones_the_report_knows() -> None:
+    from benchmark.attacks.autoattack import KNOWN_ATTACKS
+    from benchmark.evaluations.autoattack_breakdown import SUB_ATTACKS
+
+    assert SUB_ATTACKS == KNOWN_ATTACKS
+    assert all(len(a) <= np.dtype(BROKEN_BY_DTYPE).itemsize // 4 for a in (*KNOWN_ATTACKS, "clean", "unknown"))
 
 
 # --------------------------------------------------------------------------- torchattacks

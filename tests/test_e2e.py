@@ -26,7 +26,7 @@ def test_digits_suite_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     tidy = pd.read_csv(results / "tidy.csv")
     assert set(tidy.model) == {"standard", "at"}
     assert set(tidy.evaluation) == {"clean", "fgsm", "pgd", "pgd-l2", "autoattack", "transfer-from-standard",
-                                    "worst-case"}
+                                    "worst-case", "audit"}
     assert (tidy.n[tidy.metric == "robust_accuracy"] == 60).all()
     ra = tidy[tidy.metric == "robust_accuracy"].set_index(["model", "evaluation", "eps"]).value
     for model in ("standard", "at"):
@@ -74,7 +74,7 @@ def test_cifar10_suite_on_miniature_cifar(tmp_path: Path, cifar10_dir: Path, cap
             "models.resnet18-standard.recipe.epochs=1", "models.resnet18-at.recipe.epochs=1",
             "models.resnet18-at.recipe.adversarial.steps=2",
             "evaluations[1].steps=2", "evaluations[2].version=custom", "evaluations[2].attacks=[apgd-ce]",
-            "evaluations[3].steps=2"]
+            "evaluations[3].steps=2", "audit.large_eps_steps=5"]
     args = ["run", str(ROOT / "suites" / "cifar10.yaml"), "--n-examples", "6", "--results-dir", str(tmp_path / "res"),
             "--no-progress", "--models", "Standard", "resnet18-standard", "resnet18-at"]
     for s in sets:

@@ -31,12 +31,14 @@ torch.set_num_threads(1)
 
 
 def _linear_problem(norm: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor, np.ndarray]:
-    """A 2-class linear model on 1x4x4 inputs in [0.4, 0.6] and the exact minimal eps per example.
+    """A 2-class linear model on 1x4x4 inputs in [0.4, 0.6], labels, and the exact radius that changes
+    each prediction.
 
-    For logits ``W x + b`` the margin ``m = (w_y - w_o) . x + (b_y - b_o)`` falls by at most
-    ``eps * ||w_y - w_o||_1`` (Linf ball) or ``eps * ||w_y - w_o||_2`` (L2 ball), so the minimal
-    radius is ``m`` over that dual norm. Inputs stay >= 0.4 from the box and every radius used here
-    is < 0.4 (Linf) or has per-coordinate moves < 0.4 (L2), so clipping to [0, 1] never binds.
+    For logits ``W x + b`` the margin ``m = (w_p - w_o) . x + (b_p - b_o)`` of the predicted class
+    ``p`` falls by at most ``eps * ||w_p - w_o||_1`` (Linf ball) or ``eps * ||w_p - w_o||_2`` (L2
+    ball), so the minimal radius is ``m`` over that dual norm, whatever the label. Inputs stay >= 0.4
+    from the box and every radius used here is < 0.4 (Linf) or has per-coordinate moves < 0.4 (L2),
+    so clipping to [0, 1] never binds.
     """
     g = torch.Generator().manual_seed(seed)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).eval()
@@ -47,11 +49,12 @@ def _linear_problem(norm: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor, 
     with torch.no_grad():
         logits = model(x)
     y = logits.argmax(1)
-    y[:5] = 1 - y[:5]  # five misclassified examples: min eps 0
-    wd = (model[1].weight[y] - model[1].weight[1 - y]).detach()
-    margin = (logits.gather(1, y[:, None]) - logits.gather(1, (1 - y)[:, None])).squeeze(1)
+    p = y.clone()
+    y[:5] = 1 - y[:5]  # five misclassified examples: their radius is where their (wrong) prediction changes
+    wd = (model[1].weight[p] - model[1].weight[1 - p]).detach()
+    margin = (logits.gather(1, p[:, None]) - logits.gather(1, (1 - p)[:, None])).squeeze(1)
     dual = wd.abs().sum(1) if norm == "Linf" else wd.norm(dim=1)
-    exact = (margin / dual).clamp(min=0).numpy().astype(np.float64)
+    exact = (margin / dual).numpy().astype(np.float64)
     return model, x, y, exact
 
 
@@ -60,11 +63,11 @@ def test_min_eps_brackets_the_exact_linear_radius(norm: str, max_eps: float) -> 
     model, x, y, exact = _linear_problem(norm)
     # L2 PGD from a random start converges to the ball's optimum only slowly (the start's component
     # orthogonal to the gradient shrinks by projection alone), so L2 starts at x, where it is exact.
-    search = MinimalEpsSearch(max_eps=max_eps, norm=norm, grid=8, bisection_steps=6, steps=10,
-                              random_start=norm == "Linf")
-    res = search(model, x, y)
-    assert (res.min_eps[:5] == 0).all() and (res.min_eps_lower[:5] == 0).all()
-    broken = np.isfinite(res.min_eps) & (exact > 0)
+    search = MinimalEpsSearch(max_eps=max_eps, norm=norm, method="pgd", grid=8, bisection_steps=6, steps=10,
+                              restarts=1, random_start=norm == "Linf")
+    res = search(model, x)  # the search never sees the labels
+    assert (res.min_eps[:5] > 0).all()
+    broken = np.isfinite(res.min_eps)
     never = ~np.isfinite(res.min_eps)
     assert broken.sum() >= 10 and never.sum() >= 3  # both kinds occur, so both are checked
     # No attack can succeed below the exact radius; the search must find one within its tolerance.
@@ -77,13 +80,17 @@ def test_min_eps_brackets_the_exact_linear_radius(norm: str, max_eps: float) -> 
     dist = (d.abs().amax(1) if norm == "Linf" else d.norm(dim=1)).numpy()
     assert (dist[broken] <= res.min_eps[broken] * (1 + 1e-5) + 1e-6).all()
     with torch.no_grad():
-        assert (model(res.x_adv).argmax(1)[torch.as_tensor(broken)] != y[torch.as_tensor(broken)]).all()
+        pred = model(x).argmax(1)
+        assert (model(res.x_adv).argmax(1)[torch.as_tensor(broken)] != pred[torch.as_tensor(broken)]).all()
 
 
 def test_min_eps_is_consistent_with_pgd() -> None:
-    # An example with min_eps e is broken by PGD at every eps >= e and survives every eps below it.
-    model, x, y, _ = _linear_problem("Linf", seed=1)
-    res = MinimalEpsSearch(max_eps=0.16, grid=4, bisection_steps=5, steps=10)(model, x, y)
+    # With method pgd (one run), an example with min_eps e has its prediction changed by PGD at every
+    # eps >= e and kept at every eps below it.
+    model, x, _, _ = _linear_problem("Linf", seed=1)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    res = MinimalEpsSearch(max_eps=0.16, method="pgd", grid=4, bisection_steps=5, steps=10, restarts=1)(model, x)
     attack = pgd(norm="Linf", steps=10)
     for e in np.unique(res.min_eps[np.isfinite(res.min_eps) & (res.min_eps > 0)])[:6]:
         rows = torch.as_tensor(np.flatnonzero(res.min_eps == e))
@@ -196,7 +203,7 @@ def test_schema_of_the_new_evaluations() -> None:
       - {attack: jacobian, of: logits}
       - {attack: pgd, eps: [0.1], loss: hr}
     """))
-    rob, cor, jac, p = s.evaluations[1:]
+    rob, cor, jac, p = s.evaluations[1:5]  # the audit entry follows (on by default)
     assert rob.eps_values == (8 / 255,) and "bins" not in rob.attack_params()
     assert cor.variants == ("contrast@1", "contrast@5") and cor.n_cells == 2
     assert jac.attack_params() == {"of": "logits"} and p.loss_name == "hr"
@@ -219,7 +226,7 @@ def test_suite_with_the_new_evaluations_end_to_end(tmp_path: Path, capsys: pytes
              "data": {"dataset": "digits", "n_examples": 30},
              "models": {"mlp": {"recipe": {"kind": "standard", "arch": "mlp", "epochs": 3, "batch_size": 64,
                                            "optimizer": {"name": "adam", "lr": 0.01}}}},
-             "evaluations": evals}
+             "evaluations": evals, "audit": {"enabled": False}}  # counted cells below
     path = tmp_path / "ev.yaml"
     path.write_text(yaml.safe_dump(suite))
     args = ["run", str(path), "--results-dir", str(tmp_path / "res"), "--no-progress"]
@@ -238,19 +245,20 @@ def test_suite_with_the_new_evaluations_end_to_end(tmp_path: Path, capsys: pytes
     assert set(tidy.variant[tidy.attack == "corruption"]) == {"gaussian_noise@1", "gaussian_noise@5",
                                                              "contrast@1", "contrast@5"}
     bins = pd.read_csv(results / "robustness_bins.csv")
-    assert bins.n.sum() == 30 and len(bins) == 3
+    assert len(bins) == 6 and bins.n[bins.subset == "all"].sum() == 30
     cor = pd.read_csv(results / "corruptions.csv", index_col=[0, 1])
     assert {"clean", "contrast@5", "mean@1"} <= set(cor.columns) and ("mlp", "ece %") in cor.index
 
-    # The stored records agree with themselves: min_eps 0 <=> clean-misclassified, inf <=> robust at max_eps,
-    # and every kept example lies within its min_eps.
+    # The stored records agree with themselves: min_eps > 0 for every (valid) example, clean-misclassified
+    # ones included; robust at max_eps <=> clean-correct and inf; every kept example lies within its min_eps.
     manifest = Store(results).read_manifest()
     fps = {c.attack: c.fingerprint for c in manifest.cells}
     rob, _ = Store(results).read(fps["robustness"])
     clean, _ = Store(results).read(fps["clean"])
     min_eps = rob.extras["min_eps"]
-    assert ((min_eps == 0) == ~clean.correct).all()
-    assert (rob.correct == np.isinf(min_eps)).all()
+    assert (min_eps > 0).all() and (rob.extras["clean_correct"] == clean.correct).all()
+    assert (rob.correct == (np.isinf(min_eps) & clean.correct)).all()
+    assert bins.n[bins.subset == "clean-correct"].sum() == clean.correct.sum()
     assert (rob.pert_norm[np.isfinite(min_eps)] <= min_eps[np.isfinite(min_eps)] + 1e-5).all()
     assert (rob.extras["min_eps_lower"] <= np.minimum(min_eps, 0.3)).all()
 
@@ -260,7 +268,7 @@ def test_suite_with_the_new_evaluations_end_to_end(tmp_path: Path, capsys: pytes
     assert len(mtimes) == 1 + 1 + 1 + 4 + 1
     assert main(args + ["--set", "evaluations[2].bins=[0.05, 0.1]"]) == 0
     assert "0 computed" in capsys.readouterr().err
-    assert len(pd.read_csv(results / "robustness_bins.csv")) == 3  # [0, .05), [.05, .1), [.1, inf]
+    assert len(pd.read_csv(results / "robustness_bins.csv")) == 6  # [0, .05), [.05, .1), [.1, inf] per subset
     assert main(args + ["--set", "evaluations[3].severities=[1, 3, 5]"]) == 0
     assert "2 computed" in capsys.readouterr().err
     after = {p.name: p.stat().st_mtime_ns for p in (results / "cells").glob("*.parquet")}

@@ -10,7 +10,7 @@ import pytest
 from benchmark.errors import LookupNameError
 from benchmark.metrics import METRICS, compute_metrics
 from benchmark.metrics.calibration import NLL_EPS, reliability_bins
-from benchmark.metrics.calibration import _width_bin_index
+from benchmark.metrics.binning import _mass_bin_index, _width_bin_index
 
 # Five examples, three classes. Confidences avoid the bin edges k/5 so every convention agrees.
 #   row  probs               label  pred  conf  correct  bin (n_bins=5)
@@ -152,6 +152,27 @@ def test_ece_mass_ties_do_not_depend_on_order() -> None:
     labels = np.array([0, 1, 0, 1, 0, 0])
     value = _metric("ece_mass", probs, labels, n_bins=3)
     assert _metric("ece_mass", probs[::-1], labels[::-1], n_bins=3) == pytest.approx(value, abs=1e-12)
+
+
+def test_ece_mass_keeps_tied_confidences_in_one_bin() -> None:
+    # 100 examples all at confidence 0.9, 90% of them right: perfectly calibrated under any binning
+    # that does not look at the labels. Splitting the tie by correctness used to give 0.18.
+    probs = np.full((100, 10), 0.1 / 9)
+    probs[:, 0] = 0.9
+    labels = np.array([0] * 90 + [1] * 10)
+    assert _metric("ece", probs, labels) == pytest.approx(0.0, abs=1e-12)
+    assert _metric("ece_mass", probs, labels) == pytest.approx(0.0, abs=1e-12)
+    bins = reliability_bins(probs, labels, n_bins=15, scheme="mass")
+    assert (bins["count"] > 0).sum() == 1 and bins["count"].max() == 100
+
+
+def test_ece_mass_tie_straddling_a_cut_joins_the_lower_bin() -> None:
+    # Confidences 0.6 x3, 0.8 x3 into 2 bins: a clean cut. 0.6 x4, 0.8 x2: the cut at rank 3 would
+    # split the 0.6 tie; it stays whole, so bins are {4 x 0.6} and {2 x 0.8}.
+    conf = np.array([0.6, 0.6, 0.6, 0.6, 0.8, 0.8])
+    assert _mass_bin_index(conf, 2).tolist() == [0, 0, 0, 0, 1, 1]
+    assert _mass_bin_index(conf[::-1], 2).tolist() == [1, 1, 0, 0, 0, 0]
+    assert _mass_bin_index(np.array([0.6, 0.6, 0.6, 0.8, 0.8, 0.8]), 2).tolist() == [0, 0, 0, 1, 1, 1]
 
 
 def test_width_bins_are_right_closed() -> None:

@@ -164,7 +164,7 @@ def test_plugin_entries_are_listed_without_importing_torch(plugin: Path) -> None
     assert "noise" in attacks.stdout and "seeded uniform noise in the Linf ball (plugin)" in attacks.stdout
     assert "TORCH: False" in attacks.stdout
     valid = _bench(plugin, "validate", "plug.yaml")
-    assert valid.returncode == 0 and "plug.yaml: ok (1 models, 3 evaluations, 4 cells)" in valid.stdout, valid.stderr
+    assert valid.returncode == 0 and "plug.yaml: ok (1 models, 4 evaluations, 6 cells)" in valid.stdout, valid.stderr
     assert "TORCH: False" in valid.stdout
 
 

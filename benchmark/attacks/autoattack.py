@@ -4,14 +4,25 @@ The wrapper only adapts pyautoattack to the harness: it fits the number of targe
 attack list to the dataset, routes pyautoattack's log messages into the harness's logging tree,
 keeps the global RNG untouched and freezes the model's parameters (FAB calls ``backward()``, which
 would otherwise fill the parameters' ``.grad``).
+
+It also records what pyautoattack's ``run_standard_evaluation`` did, without changing a single
+computation (see :class:`_Tracker`): per example the sub-attack that broke it (``extras["broken_by"]``;
+the first to break it, since an example leaves the pool once broken), the sub-attacks it ran after
+fitting to the number of classes (``info["attacks_run"]``) and the warnings of its own checks
+(randomized or dynamic defense, probabilities instead of logits, zero gradients, Square beating the
+white-box attacks, too many target classes: ``info["warnings"]``).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,8 +49,18 @@ MIN_CLASSES: dict[str, int] = {"apgd-dlr": 3, "apgd-t": 4}
 
 MAX_TARGET_CLASSES = 9  # AutoAttack's standard setting (top-9 other classes of CIFAR-10)
 
+CLEAN = "clean"
+"""``broken_by`` of an example pyautoattack's own clean check found misclassified (it attacks only the others)."""
+
+BROKEN_BY_DTYPE = f"<U{max(len(a) for a in (*KNOWN_ATTACKS, CLEAN))}"
+"""One fixed width for every ``broken_by`` column: the cascade writes a later eps's values into an
+earlier eps's column, and a narrower column would silently truncate longer names."""
+
 
 _warned: set[tuple[tuple[str, ...], int]] = set()  # (attacks, classes) already reported
+
+Logits = Callable[[torch.Tensor], torch.Tensor]
+"""A model's forward (pyautoattack's ``get_logits``)."""
 
 
 def fit_attacks(attacks: tuple[str, ...], num_classes: int) -> list[str]:
@@ -65,6 +86,104 @@ def n_target_classes(num_classes: int) -> int:
 def _cuda_index(device: torch.device) -> int:
     """The index of a CUDA device (``cuda`` without an index means the current one)."""
     return device.index if device.index is not None else torch.cuda.current_device()
+
+
+class _CapturingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Forwards pyautoattack's messages to the harness's logger and keeps the text of its warnings."""
+
+    def __init__(self, target: logging.Logger):
+        super().__init__(target, {})
+        self.warnings: list[str] = []
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if level >= logging.WARNING:
+            text = str(msg) % args if args else str(msg)
+            if text not in self.warnings:
+                self.warnings.append(text)
+        super().log(level, msg, *args, **kwargs)
+
+
+class _Tracker:
+    """Follows ``run_standard_evaluation`` through its own calls to learn which sub-attack broke each row.
+
+    pyautoattack runs its sub-attacks in order, each on the examples still robust, and checks each
+    sub-attack's output with ``get_logits``. The tracker wraps ``get_logits`` and the sub-attack
+    objects' ``perturb`` (on this adversary instance only) and records, without changing any input
+    or output: the clean predictions (the last full-batch ``get_logits`` before the first
+    sub-attack, i.e. pyautoattack's clean check), then per sub-attack the rows it attacked and the
+    rows its output fooled, judged by pyautoattack's own ``get_logits`` call on that output. This
+    requires the whole input to be one pyautoattack batch (``batch_size = len(x)``), as the runner
+    calls it.
+    """
+
+    def __init__(self, adversary: PyAutoAttack, y: torch.Tensor):
+        self.y = y
+        self.n = len(y)
+        self.broken_by = np.full(self.n, "", dtype=BROKEN_BY_DTYPE)
+        self.executed: list[str] = []
+        self.problems: list[str] = []
+        self._clean_pred: torch.Tensor | None = None
+        self._rows: torch.Tensor | None = None  # rows pyautoattack still attacks, ascending (its order)
+        self._pending: tuple[str, torch.Tensor, torch.Tensor] | None = None  # (name, rows, output)
+        get_logits = adversary.get_logits
+        adversary.get_logits = self._watch_logits(get_logits)  # type: ignore[method-assign]
+        apgd, fab = adversary.apgd, adversary.fab
+        self._wrap(apgd, lambda: "apgd-ce" if apgd.loss == "ce" else "apgd-dlr")
+        self._wrap(adversary.apgd_targeted, lambda: "apgd-t")
+        self._wrap(fab, lambda: "fab-t" if fab.targeted else "fab")
+        self._wrap(adversary.square, lambda: "square")
+
+    def _watch_logits(self, get_logits: Logits) -> Logits:
+        def watched(x: torch.Tensor) -> torch.Tensor:
+            out = get_logits(x)
+            if self._pending is not None and x is self._pending[2]:
+                name, rows, _ = self._pending
+                self._pending = None
+                fooled = (out.max(dim=1)[1] != self.y[rows].to(out.device)).cpu()
+                self.broken_by[rows[fooled].numpy()] = name
+                self._rows = rows[~fooled]
+            elif not self.executed and x.shape[0] == self.n:
+                self._clean_pred = out.max(dim=1)[1].detach()
+            return out
+
+        return watched
+
+    def _wrap(self, attack: Any, name: Callable[[], str]) -> None:
+        perturb = attack.perturb
+
+        def wrapped(x: torch.Tensor, y: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            current = name()
+            if self._rows is None:
+                self._rows = self._clean_rows()
+            rows = self._rows
+            if len(rows) != x.shape[0] and current not in self.problems:
+                self.problems.append(current)
+            out = perturb(x, y, *args, **kwargs)
+            self.executed.append(current)
+            self._pending = (current, rows, out) if len(rows) == x.shape[0] else None
+            return out
+
+        attack.perturb = wrapped
+
+    def _clean_rows(self) -> torch.Tensor:
+        """The rows pyautoattack's clean check found correct (the pool of its first sub-attack)."""
+        if self._clean_pred is None:
+            return torch.arange(self.n)
+        correct = (self._clean_pred.cpu() == self.y.cpu())
+        self.broken_by[(~correct).numpy()] = CLEAN
+        return torch.nonzero(correct).flatten()
+
+    def finish(self, y_adv: torch.Tensor) -> np.ndarray:
+        """``broken_by`` per row, checked against pyautoattack's own final verdicts ``y_adv == y``."""
+        if self._clean_pred is not None and self._rows is None:  # no sub-attack ran: none was needed
+            self._clean_rows()
+        robust = (y_adv.cpu() == self.y.cpu()).numpy()
+        if self.problems or (robust != (self.broken_by == "")).any():
+            # Never expected (pyautoattack changed its flow?): say so rather than store a wrong attribution.
+            logger.warning("autoattack: could not follow pyautoattack's run; broken_by is 'unknown' for its "
+                           "%d broken example(s)", int((~robust).sum()))
+            self.broken_by = np.where(robust, "", "unknown").astype(BROKEN_BY_DTYPE)
+        return self.broken_by
 
 
 @dataclass(frozen=True)
@@ -150,22 +269,52 @@ class AutoAttackRunner:
         return adversary
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> AttackResult:
-        """Attack ``(x, y)`` within the ``eps`` ball; ``eps == 0`` returns ``x`` unchanged."""
+        """Attack ``(x, y)`` within the ``eps`` ball; ``eps == 0`` returns ``x`` unchanged.
+
+        Returns:
+            The adversarial examples (pyautoattack's, unchanged), ``extras["broken_by"]`` (per row:
+            the sub-attack that broke it, ``"clean"`` if pyautoattack's clean check found it
+            misclassified so that nothing attacked it, ``""`` if it stayed robust) and ``info`` with
+            ``attacks_run`` (the sub-attacks after fitting to the number of classes, in order) and
+            ``warnings`` (the text of pyautoattack's check warnings, each once).
+        """
         eps = check_eps(eps)
         x = x.detach()
         if eps == 0.0 or x.shape[0] == 0:
-            return AttackResult(x_adv=x.clone())
+            return AttackResult(x_adv=x.clone(), extras={"broken_by": np.full(x.shape[0], "", BROKEN_BY_DTYPE)})
         with frozen(model):
             num_classes = self.num_classes
             if num_classes is None:
                 with torch.no_grad():
                     num_classes = int(model(x[:1]).shape[1])
             adversary = self.build(model, eps, num_classes, x.device)
+            capture = _CapturingLogger(backend_logger)
+            adversary.logger = adversary.apgd.logger = adversary.apgd_targeted.logger = capture
+            tracker = _Tracker(adversary, y)
             # pyautoattack seeds the global RNGs itself; fork them so the caller's streams are untouched.
             devices = [_cuda_index(x.device)] if x.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=x.shape[0])
-        return AttackResult(x_adv=x_adv.detach())
+            with torch.random.fork_rng(devices=devices), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=x.shape[0])
+            broken_by = tracker.finish(y_adv)
+        info = {"attacks_run": list(adversary.attacks_to_run), "warnings": capture.warnings + _backend_warnings(caught)}
+        return AttackResult(x_adv=x_adv.detach(), extras={"broken_by": broken_by}, info=info)
+
+
+def _backend_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The text of the warnings pyautoattack raised itself; any other warning is passed on unchanged."""
+    import pyautoattack
+
+    home = Path(pyautoattack.__file__).parent
+    own = []
+    for w in caught:
+        if Path(w.filename).parent == home:
+            text = str(w.message)
+            if text not in own:
+                own.append(text)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return own
 
 
 def autoattack(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -19,10 +19,16 @@ class AttackResult:
     Attributes:
         x_adv: adversarial inputs, same shape as the inputs, inside the eps ball and [0, 1].
         extras: optional per-example fields the attack reports (e.g. ``queries``), one value per row.
+        x_loss: per example, the point where the attack's loss is highest among the points it
+            evaluated (plain PGD's final iterate), for calibration under attack; None when the
+            attack returns only ``x_adv`` (a minimum-norm or first-success point, e.g. AutoAttack).
+        info: facts about the batch as a whole (sub-attacks that ran, a backend's warnings).
     """
 
     x_adv: torch.Tensor
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    x_loss: torch.Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class Attack(Protocol):

@@ -40,7 +40,8 @@ class FGSM:
         with frozen(model):
             _, grad = input_gradient(model, x, y, get_attack_loss(self.loss))
         # The step already has length eps; projecting only removes float overshoot and clips to [0, 1].
-        return AttackResult(x_adv=project(ascent_step(x, grad, eps, self.norm), x, eps, self.norm))
+        x_adv = project(ascent_step(x, grad, eps, self.norm), x, eps, self.norm)
+        return AttackResult(x_adv=x_adv, x_loss=x_adv)  # its one ascent step is all its loss maximization
 
 
 def fgsm(*, norm: str = "Linf", loss: str = "ce", num_classes: int | None = None) -> FGSM:

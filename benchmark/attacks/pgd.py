@@ -230,6 +230,11 @@ class PGD:
     forward pass each step needs for its gradient, so it costs no extra model evaluations; only
     ``restarts > 1`` adds one forward per restart, to compare the restarts' final iterates.
 
+    For calibration under attack the result also carries ``x_loss``: per example the final iterate
+    (plain PGD's output, the loss maximizer it reached) of the restart whose final iterate has the
+    highest loss, whether or not the example was broken. Restarts after the first that breaks an
+    example are not run for it, for ``x_loss`` as for ``x_adv``.
+
     Attributes:
         norm: "Linf" (sign steps) or "L2" (normalized-gradient steps).
         steps: gradient steps per restart.
@@ -281,28 +286,35 @@ class PGD:
 
         with frozen(model):
             if restarts == 1:
-                x_adv, _ = self._run(model, x, y, eps, loss_fn, keys, 0)
-                return AttackResult(x_adv=x_adv)
+                x_adv, _, x_last = self._run(model, x, y, eps, loss_fn, keys, 0)
+                return AttackResult(x_adv=x_adv, x_loss=x_last)
 
             x_best = x.clone()
+            x_loss = x.clone()
             broken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
             best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+            best_last = torch.full((x.shape[0],), float("-inf"), device=x.device)
             for restart in range(restarts):
                 todo = (~broken).nonzero().squeeze(1)
                 if todo.numel() == 0:
                     break
                 todo_keys = [keys[i] for i in todo.tolist()]
-                x_run, _ = self._run(model, x[todo], y[todo], eps, loss_fn, todo_keys, restart)
+                x_run, _, x_last = self._run(model, x[todo], y[todo], eps, loss_fn, todo_keys, restart)
                 with torch.no_grad():
                     logits = model(x_run)
                     run_loss = loss_fn(logits, y[todo])
+                    last_loss = loss_fn(model(x_last), y[todo])
                 # A misclassified final point wins outright; otherwise keep the strongest so far.
                 run_broken = misclassified(logits, y[todo])
                 better = run_broken | (run_loss > best_loss[todo])
                 x_best[todo[better]] = x_run[better]
                 best_loss[todo[better]] = run_loss[better]
                 broken[todo[run_broken]] = True
-            return AttackResult(x_adv=x_best)
+                # NaN losses never win, so a restart with finite loss replaces them.
+                higher = (last_loss > best_last[todo]) | ~torch.isfinite(best_last[todo])
+                x_loss[todo[higher]] = x_last[higher]
+                best_last[todo[higher]] = last_loss[higher]
+            return AttackResult(x_adv=x_best, x_loss=x_loss)
 
     def _run(
         self,
@@ -313,13 +325,14 @@ class PGD:
         loss_fn: AttackLoss,
         keys: list[bytes],
         restart: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One restart. Returns the chosen point per example and whether it was seen misclassified."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One restart. Returns the chosen point per example, whether it was seen misclassified, and
+        the final iterate."""
         x_start = random_start(x, eps, self.norm, keys, restart) if self.random_start else x.clone()
         x_found, found, x_last = iterate(model, x, y, x_start, eps, self.step_length(eps), self.steps,
                                          self.norm, loss_fn)
         # The final iterate was never evaluated; examples not yet broken keep it (plain PGD).
-        return torch.where(found.view((-1,) + (1,) * (x.dim() - 1)), x_found, x_last), found
+        return torch.where(found.view((-1,) + (1,) * (x.dim() - 1)), x_found, x_last), found, x_last
 
 
 def pgd(

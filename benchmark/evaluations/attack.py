@@ -5,6 +5,12 @@ survived the smaller eps are attacked, and an example broken at a smaller eps ke
 example (it lies inside every larger ball). Robust accuracy is therefore exact for nested balls, and
 a cell's fingerprint covers the eps list up to its own eps.
 
+Calibration under attack at an eps is a different quantity: the model's outputs on the attack's
+adversarial example for *every* example at that eps, the attack maximizing its loss on all of them,
+already-wrong ones included. A cascade leftover from a smaller eps is not an output at this eps, so
+each cell also attacks, from the clean input, every example the cascade does not (see
+:meth:`AttackCascade.compute`); its ``cal_probs`` do not depend on the other radii of the list.
+
 Any attack registered in ``ATTACKS`` without a kind of its own (a plugin's) is run the same way:
 ``{attack: <name>, eps: [...], norm: Linf, params: {...}}``, the parameters going to its factory.
 """
@@ -24,6 +30,7 @@ from benchmark.fields import Eps, EpsList, check_name, eps_label
 
 if TYPE_CHECKING:
     from benchmark.attacks.base import Attack
+    from benchmark.evaluations.base import ReportInputs, Table
     from benchmark.evaluations.context import Context
     from benchmark.records import CellRecords
 
@@ -43,36 +50,62 @@ class AttackCascade(Evaluation):
         return ATTACKS.get(self.kind)(**self.attack_params(), num_classes=ctx.num_classes)
 
     def compute(self, ctx: Context, cell: CellKey, previous: CellRecords | None) -> CellRecords:
-        """Attack the survivors of the previous eps (the clean-correct examples at the first)."""
+        """Robust verdicts by the cascade; calibration records by attacking every example at this eps.
+
+        The survivors of the previous eps (the clean-correct examples at the first) are attacked and
+        give this eps's verdicts; an example broken before keeps its earlier records (see module
+        doc). The calibration records (``cal_probs``) are the model's outputs at the attack's
+        loss-maximizing point (``AttackResult.x_loss``) for *every* example: the survivors' come
+        from the same run, every other example is attacked at this eps from its clean input. An
+        attack without ``x_loss`` (AutoAttack: the point where a sub-attack stopped) gives its
+        returned points, and ``notes["calibration_points"]`` says so.
+        """
         from benchmark.evaluations.context import check_adversarial
 
         clean = ctx.clean_records()
         if not self.adversarial or cell.eps == 0:
             return clean.copy(extras=False)
         prev = previous if previous is not None else clean
-        alive = np.flatnonzero(prev.correct)
+        alive = prev.correct.copy()
         new = prev.copy()
         new.attacked[:] = False
+        new.cal_probs = np.full_like(new.probs, np.nan)
+        new.cal_valid = np.zeros(len(new.index), bool)
+        new.notes = {}
         where = f"{ctx.where}, eps {eps_label(cell.eps)}"
         attack = self.make_attack(ctx)
         model = ctx.model()
         extras: dict[str, list[np.ndarray]] = {}
         done: list[np.ndarray] = []
+        points: set[str] = set()
 
-        def run(rows: np.ndarray) -> None:
+        def run(rows: np.ndarray, verdict: bool) -> None:
             xb, yb = ctx.x[rows].to(ctx.device), ctx.y[rows].to(ctx.device)
             result = attack(model, xb, yb, cell.eps)
             x_adv = result.x_adv.detach()
             dist = check_adversarial(x_adv, xb, cell.eps, self.norm_name, where)
-            rec = ctx.forward(x_adv, yb)
-            new.pred[rows], new.correct[rows], new.valid[rows] = rec.pred, rec.correct, rec.valid
-            new.probs[rows], new.pert_norm[rows] = rec.probs, dist.cpu().numpy()
-            new.attacked[rows] = True
-            for k, v in result.extras.items():
-                extras.setdefault(k, []).append(np.asarray(v))
-            done.append(rows)
+            points.add("returned" if result.x_loss is None else "loss_max")
+            x_cal = x_adv if result.x_loss is None else result.x_loss.detach()
+            if x_cal is not x_adv:
+                check_adversarial(x_cal, xb, cell.eps, self.norm_name, where)
+            if verdict:
+                # Only the verdict runs speak for the cell: a backend's checks on the re-attack of
+                # already-broken examples (for calibration) are about a different pool.
+                _merge_info(new.notes, result.info)
+                rec = ctx.forward(x_adv, yb)
+                new.pred[rows], new.correct[rows], new.valid[rows] = rec.pred, rec.correct, rec.valid
+                new.probs[rows], new.pert_norm[rows] = rec.probs, dist.cpu().numpy()
+                new.attacked[rows] = True
+                for k, v in result.extras.items():
+                    extras.setdefault(k, []).append(np.asarray(v))
+                done.append(rows)
+                cal = rec if x_cal is x_adv else ctx.forward(x_cal, yb)
+            else:
+                cal = ctx.forward(x_cal, yb)
+            new.cal_probs[rows], new.cal_valid[rows] = cal.probs, cal.valid
 
-        ctx.batched(alive, run)
+        ctx.batched(np.flatnonzero(alive), lambda rows: run(rows, True))
+        ctx.batched(np.flatnonzero(~alive), lambda rows: run(rows, False))
         for k, parts in extras.items():
             vals = np.concatenate(parts)
             col = new.extras.get(k)
@@ -80,7 +113,22 @@ class AttackCascade(Evaluation):
                 col = np.zeros(len(new.index), dtype=vals.dtype)
             col[np.concatenate(done)] = vals
             new.extras[k] = col
+        # One attack object answers the same way for every batch; "returned" wins if any batch lacked x_loss.
+        new.notes["calibration_points"] = "returned" if "returned" in points else "loss_max"
         return new
+
+
+def _merge_info(notes: dict[str, Any], info: dict[str, Any]) -> None:
+    """Fold one batch's ``AttackResult.info`` into the cell's notes: lists are united in order, counts
+    added, anything else kept from the first batch that reported it."""
+    for key, value in info.items():
+        if isinstance(value, (list, tuple)):
+            seen = notes.setdefault(key, [])
+            seen.extend(v for v in value if v not in seen)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            notes[key] = notes.get(key, 0) + value
+        else:
+            notes.setdefault(key, value)
 
 
 @EVALUATIONS.register("clean", help="No attack: accuracy and calibration on clean inputs.")
@@ -137,6 +185,20 @@ class AutoAttackEval(AttackCascade):
         if self.version == "standard" and self.attacks:
             raise ValueError("'attacks' is only used with version 'custom'")
         return self
+
+    def summary_rows(self, records: CellRecords, eps: float) -> list[tuple[str, float, int]]:
+        """``broken_by:<sub-attack>`` rows: the fraction of examples each sub-attack broke first."""
+        from benchmark.evaluations.autoattack_breakdown import broken_by_rows
+
+        return broken_by_rows(records)
+
+    @classmethod
+    def report_tables(cls, inputs: ReportInputs) -> list[Table]:
+        """``autoattack_breakdown``: per model and eps, the share each sub-attack broke first, the
+        robust rest, the sub-attacks that ran and pyautoattack's check warnings."""
+        from benchmark.evaluations.autoattack_breakdown import breakdown_table
+
+        return breakdown_table(inputs)
 
 
 @EVALUATIONS.register("transfer", help="Black-box transfer: PGD crafted on another model of the suite.")

@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from pydantic import Field
 
@@ -41,6 +41,18 @@ class CellKey:
     eps: float
     eps_index: int
     variant: str = ""
+
+
+class Row(NamedTuple):
+    """One tidy-table row of a cell: a metric's value, the rows it is over, and its 95% interval."""
+
+    metric: str
+    value: float
+    n: int
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    ci_method: str = ""
+    """``clopper-pearson`` (proportions), ``bootstrap`` (calibration metrics), or empty (no interval)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,7 @@ class Table:
         terminal: what the terminal shows (a narrower view), or None for ``frame``.
         terminal_transposed: what the terminal shows instead when ``terminal`` is too wide.
         terminal_caption: the terminal's heading, or None for ``caption``.
+        show: whether the terminal shows it at all (the files are always written).
     """
 
     stem: str
@@ -82,6 +95,7 @@ class Table:
     terminal: pd.DataFrame | None = None
     terminal_transposed: pd.DataFrame | None = None
     terminal_caption: str | None = None
+    show: bool = True
 
 
 @dataclass
@@ -200,17 +214,34 @@ class Evaluation(StrictModel):
         raise NotImplementedError(f"evaluation kind '{self.kind}' does not implement compute()")
 
     def table_rows(self, records: CellRecords, eps: float, metrics: Sequence[str],
-                   n_bins: int) -> list[tuple[str, float, int]]:
-        """``(metric, value, n)`` rows of one stored cell for the tidy table.
+                   n_bins: int) -> list[Row | tuple[str, float, int]]:
+        """Rows of one stored cell for the tidy table: :class:`Row` or ``(metric, value, n)``.
 
-        The default: every suite metric over the records (accuracy is ``robust_accuracy`` for an
-        adversarial kind), the kind's :meth:`summary_rows`, and for adversarial kinds the mean
-        perturbation of the attacked examples and the mean queries when the records have them.
+        The default: every suite metric with its interval, the kind's :meth:`summary_rows`, and for
+        adversarial kinds the mean perturbation of the attacked examples and the mean queries when
+        the records have them. Accuracy (``robust_accuracy`` for an adversarial kind) is over the
+        verdict records with a Clopper-Pearson interval; every other metric is over the calibration
+        records (:meth:`CellRecords.calibration`) with a bootstrap interval.
         """
-        rows = []
-        for name, (value, n) in compute_metrics(records.probs, records.label, records.valid, metrics,
-                                                n_bins=n_bins).items():
-            rows.append(("robust_accuracy" if name == "accuracy" and self.adversarial else name, value, n))
+        from benchmark.metrics import presentation
+        from benchmark.metrics.intervals import bootstrap_intervals, clopper_pearson
+
+        verdict_names = [m for m in metrics if presentation(m).all_rows]
+        cal_names = [m for m in metrics if not presentation(m).all_rows]
+        values = compute_metrics(records.probs, records.label, records.valid, verdict_names, n_bins=n_bins)
+        cal_probs, cal_valid = records.calibration()
+        values.update(compute_metrics(cal_probs, records.label, cal_valid, cal_names, n_bins=n_bins))
+        boot = bootstrap_intervals(cal_probs[cal_valid], records.label[cal_valid], cal_names, n_bins=n_bins)
+        rows: list[Row | tuple[str, float, int]] = []
+        for name in metrics:
+            value, n = values[name]
+            if name in boot:
+                rows.append(Row(name, value, n, *boot[name], "bootstrap"))
+                continue
+            if name == "accuracy" and self.adversarial:
+                name = "robust_accuracy"
+            k = int(round(value * n)) if n else 0
+            rows.append(Row(name, value, n, *clopper_pearson(k, n), "clopper-pearson"))
         rows += self.summary_rows(records, eps)
         if self.adversarial:
             if "queries" in records.extras:

@@ -23,13 +23,21 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from benchmark.metrics.binning import (
+    BinScheme,
+    _bin_stats,
+    _mass_bin_index,
+    _width_bin_index,
+    binned_errors,
+    check_n_bins,
+)
+
 logger = logging.getLogger(__name__)
 
 #: Probabilities are clipped to at least this before taking logs (NLL), so that one confidently wrong
 #: example costs at most -log(1e-12) ~ 27.6 nats instead of making the mean infinite.
 NLL_EPS: float = 1e-12
 
-BinScheme = Literal["width", "mass"]
 
 
 def validate_records(
@@ -94,7 +102,7 @@ def validate_records(
     return probs, labels, valid
 
 
-def _top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Top-label confidence (float64) and correctness (bool) per example.
 
     Ties in the top probability go to the lowest class index (``numpy.argmax``).
@@ -104,63 +112,17 @@ def _top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     return conf, pred == labels
 
 
-def _width_bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
-    """Index of the equal-width bin ``(k/n, (k+1)/n]`` holding each confidence; 0 goes to bin 0."""
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # side="left" returns i with edges[i-1] < c <= edges[i], i.e. right-closed bins; c == 0 gives 0.
-    idx = np.searchsorted(edges, conf, side="left") - 1
-    return np.clip(idx, 0, n_bins - 1)
-
-
-def _mass_bin_index(conf: np.ndarray, correct: np.ndarray, n_bins: int) -> np.ndarray:
-    """Index of the equal-mass bin of each example: bins of sorted confidence, sizes differing by <= 1.
-
-    Examples are ordered by confidence and, among equal confidences, wrong before correct, so the
-    split (and hence the metric) does not depend on the order the examples come in.
-    """
-    n = len(conf)
-    order = np.lexsort((correct, conf))
-    idx = np.empty(n, dtype=np.int64)
-    # Rank r goes to bin floor(r * n_bins / n): each bin gets floor or ceil of n / n_bins examples.
-    idx[order] = (np.arange(n, dtype=np.int64) * n_bins) // max(n, 1)
-    return idx
-
-
-def _bin_stats(
-    conf: np.ndarray, correct: np.ndarray, idx: np.ndarray, n_bins: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-bin count, mean confidence and accuracy (NaN for empty bins)."""
-    count = np.bincount(idx, minlength=n_bins).astype(np.float64)
-    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
-    acc_sum = np.bincount(idx, weights=correct.astype(np.float64), minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return count, conf_sum / count, acc_sum / count
-
-
-def _check_n_bins(n_bins: int) -> None:
-    if not isinstance(n_bins, (int, np.integer)) or isinstance(n_bins, bool) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
-
-
 def _calibration_error(
     probs: np.ndarray, labels: np.ndarray, n_bins: int, scheme: BinScheme, norm: Literal["l1", "max"]
 ) -> float:
     """Top-label calibration error: bin-size weighted mean ("l1") or max ("max") of |acc - conf|."""
-    _check_n_bins(n_bins)
+    check_n_bins(n_bins)
     if len(probs) == 0:
         return float("nan")
-    conf, correct = _top_label(probs, labels)
-    idx = (
-        _width_bin_index(conf, n_bins)
-        if scheme == "width"
-        else _mass_bin_index(conf, correct, n_bins)
-    )
-    count, conf_bin, acc_bin = _bin_stats(conf, correct, idx, n_bins)
-    nonempty = count > 0
-    gap = np.abs(acc_bin[nonempty] - conf_bin[nonempty])
-    if norm == "max":
-        return float(gap.max())
-    return float(np.sum(count[nonempty] / len(conf) * gap))
+    conf, correct = top_label(probs, labels)
+    idx = _width_bin_index(conf, n_bins) if scheme == "width" else _mass_bin_index(conf, n_bins)
+    l1, worst = binned_errors(conf, correct, idx, n_bins)
+    return float(worst[0] if norm == "max" else l1[0])
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> float:
@@ -200,8 +162,10 @@ def ece_mass(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> floa
     """Expected calibration error of the top label over equal-mass (adaptive) bins.
 
     Examples sorted by confidence are cut into ``n_bins`` groups whose sizes differ by at most one
-    (fewer non-empty groups when N < n_bins), then weighted as in :func:`ece`. Adaptive bins avoid
-    the near-empty low-confidence bins that make equal-width ECE noisy for accurate models.
+    (fewer non-empty groups when N < n_bins), except that tied confidences are never split: a tie
+    group stays whole in one bin (see ``_mass_bin_index``). Bins are then weighted as in
+    :func:`ece`. Adaptive bins avoid the near-empty low-confidence bins that make equal-width ECE
+    noisy for accurate models.
 
     Args:
         probs: predicted probabilities, one row per example.
@@ -228,6 +192,48 @@ def mce(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> float:
     return _calibration_error(probs, labels, n_bins, "width", "max")
 
 
+def nll_per_example(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Negative log-likelihood of the true label per example (float64; see :func:`nll`)."""
+    p_true = probs[np.arange(len(probs)), labels].astype(np.float64)
+    return -np.log(np.clip(p_true, NLL_EPS, 1.0))
+
+
+def brier_per_example(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``sum_c (p_c - onehot_c)^2`` per example (float64; see :func:`brier`)."""
+    # sum_c (p_c - y_c)^2 = sum_c p_c^2 - 2 p_y + 1, which avoids building an (N, C) one-hot matrix.
+    sq = np.einsum("ij,ij->i", probs, probs, dtype=np.float64)
+    p_true = probs[np.arange(len(probs)), labels].astype(np.float64)
+    return sq - 2.0 * p_true + 1.0
+
+
+def confidence_per_example(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The top probability per example (float64)."""
+    return probs.max(axis=1).astype(np.float64)
+
+
+def entropy_per_example(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Predictive entropy ``-sum_c p_c log p_c`` per example in nats (0 log 0 = 0; float64)."""
+    # xlogy-style: where p == 0 the term is 0; the log of 0 is masked out rather than computed.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.where(probs > 0, probs * np.log(probs), 0.0)
+    return -plogp.sum(axis=1, dtype=np.float64)
+
+
+def correct_per_example(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """1.0 where the most probable class is the label, else 0.0."""
+    return (probs.argmax(axis=1) == labels).astype(np.float64)
+
+
+#: Metrics that are the mean of a per-example score, with that score (the bootstrap resamples these
+#: without recomputing the scores).
+PER_EXAMPLE = {"accuracy": correct_per_example, "nll": nll_per_example, "brier": brier_per_example,
+               "confidence": confidence_per_example, "entropy": entropy_per_example}
+
+
+def _mean_of(per_example: np.ndarray) -> float:
+    return float(np.mean(per_example)) if len(per_example) else float("nan")
+
+
 def nll(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> float:
     """Mean negative log-likelihood of the true label, in nats.
 
@@ -242,10 +248,7 @@ def nll(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> float:
     Returns:
         Mean NLL >= 0; NaN for no examples.
     """
-    if len(probs) == 0:
-        return float("nan")
-    p_true = probs[np.arange(len(probs)), labels].astype(np.float64)
-    return float(-np.mean(np.log(np.clip(p_true, NLL_EPS, 1.0))))
+    return _mean_of(nll_per_example(probs, labels))
 
 
 def brier(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> float:
@@ -262,19 +265,16 @@ def brier(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> float:
     Returns:
         Brier score in [0, 2]; NaN for no examples.
     """
-    if len(probs) == 0:
-        return float("nan")
-    # sum_c (p_c - y_c)^2 = sum_c p_c^2 - 2 p_y + 1, which avoids building an (N, C) one-hot matrix.
-    sq = np.einsum("ij,ij->i", probs, probs, dtype=np.float64)
-    p_true = probs[np.arange(len(probs)), labels].astype(np.float64)
-    return float(np.mean(sq - 2.0 * p_true + 1.0))
+    return _mean_of(brier_per_example(probs, labels))
 
 
 def auroc(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> float:
     """ROC AUC of the top-label confidence as a score separating correct from wrong predictions.
 
-    1.0 means every correct prediction is more confident than every wrong one; 0.5 is chance.
-    Computed with ``sklearn.metrics.roc_auc_score`` (ties count half).
+    1.0 means every correct prediction is more confident than every wrong one; 0.5 is chance. Computed
+    as the Mann-Whitney statistic with average ranks (ties count half), which equals
+    ``sklearn.metrics.roc_auc_score`` (tested) at a fraction of its overhead: the bootstrap calls it
+    a thousand times per cell.
 
     Args:
         probs: predicted probabilities, one row per example.
@@ -287,13 +287,15 @@ def auroc(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> float:
     """
     if len(probs) == 0:
         return float("nan")
-    conf, correct = _top_label(probs, labels)
-    if correct.all() or not correct.any():
+    conf, correct = top_label(probs, labels)
+    n_pos = int(correct.sum())
+    n_neg = len(correct) - n_pos
+    if n_pos == 0 or n_neg == 0:
         return float("nan")
-    # Imported here: scikit-learn is slow to import and only this metric needs it.
-    from sklearn.metrics import roc_auc_score
+    from scipy.stats import rankdata
 
-    return float(roc_auc_score(correct, conf))
+    ranks = rankdata(conf)  # average ranks: a tie between a correct and a wrong example counts half
+    return float((ranks[correct].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def confidence(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> float:
@@ -307,9 +309,7 @@ def confidence(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> fl
     Returns:
         Mean confidence in [0, 1]; NaN for no examples.
     """
-    if len(probs) == 0:
-        return float("nan")
-    return float(np.mean(probs.max(axis=1), dtype=np.float64))
+    return _mean_of(confidence_per_example(probs, labels))
 
 
 def entropy(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> float:
@@ -323,12 +323,7 @@ def entropy(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> float
     Returns:
         Mean entropy in [0, log C]; NaN for no examples.
     """
-    if len(probs) == 0:
-        return float("nan")
-    # xlogy-style: where p == 0 the term is 0; the log of 0 is masked out rather than computed.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        plogp = np.where(probs > 0, probs * np.log(probs), 0.0)
-    return float(-np.mean(plogp.sum(axis=1, dtype=np.float64)))
+    return _mean_of(entropy_per_example(probs, labels))
 
 
 def reliability_bins(
@@ -352,17 +347,17 @@ def reliability_bins(
     Raises:
         ValueError: unknown scheme, bad n_bins or malformed inputs.
     """
-    _check_n_bins(n_bins)
+    check_n_bins(n_bins)
     if scheme not in ("width", "mass"):
         raise ValueError(f"scheme must be 'width' or 'mass', got {scheme!r}")
     probs, labels, _ = validate_records(probs, labels, None)
-    conf, correct = _top_label(probs, labels)
+    conf, correct = top_label(probs, labels)
     if scheme == "width":
         idx = _width_bin_index(conf, n_bins)
         edges = np.linspace(0.0, 1.0, n_bins + 1)
         lower, upper = edges[:-1], edges[1:]
     else:
-        idx = _mass_bin_index(conf, correct, n_bins)
+        idx = _mass_bin_index(conf, n_bins)
         lower = np.full(n_bins, np.nan)
         upper = np.full(n_bins, np.nan)
         # fmin/fmax skip NaN, so the NaN starting value is replaced in filled bins and kept in empty ones.

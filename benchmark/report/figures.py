@@ -10,30 +10,52 @@ from benchmark.plotting import new_figure, save_figure
 from benchmark.report.tidy import WORST_CASE
 
 
+MARKERS = "osD^vP*Xh"
+
+
 def plot_robustness(tidy: pd.DataFrame, path: Path, title: str) -> Path | None:
-    """Robust accuracy against eps, one panel per norm: worst case per model (solid), each attack (faint).
+    """Robust accuracy against eps, one panel per norm: worst case per model (bold), each attack (faint).
+
+    The worst case at each eps covers a stated attack set (``attack_set``); its points are drawn with
+    one marker per attack set, and two neighbouring points are joined by a solid line only when their
+    sets are the same (dotted otherwise), so a curve never silently joins numbers of different scope.
 
     Returns:
         The written PNG, or None when the suite has no attack evaluations.
     """
+    from matplotlib.lines import Line2D
+
     ra = tidy[tidy.metric == "robust_accuracy"]
     if ra.empty:
         return None
     clean = tidy[(tidy.metric == "accuracy") & (tidy.attack == "clean")].set_index("model").value
     norms = sorted(set(ra.norm), key=lambda n: (n != "Linf", n))
-    fig, axes = new_figure(1, len(norms), (5.5 * len(norms), 4))
+    fig, axes = new_figure(1, len(norms), (6.5 * len(norms), 4.5))
     colors = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(ra.model))}
     for ax, norm in zip(axes[0], norms):
         part = ra[ra.norm == norm]
+        sets = list(dict.fromkeys(part.loc[part.evaluation == WORST_CASE, "attack_set"].fillna("")))
+        marker = {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(sets)}
         for (model, ev), g in part.groupby(["model", "evaluation"], sort=False):
             g = g.sort_values("eps")
             xs, ys = list(g.eps), list(g.value * 100)
-            if model in clean.index:  # every curve starts at the clean accuracy (eps 0)
-                xs, ys = [0.0] + xs, [clean[model] * 100] + ys
-            worst = ev == WORST_CASE
-            ax.plot(xs, ys, color=colors[model], lw=2 if worst else 1, alpha=1 if worst else 0.35,
-                    marker="o" if worst else ".", label=model if worst else None)
+            if ev != WORST_CASE:
+                if model in clean.index:  # every attack curve starts at the clean accuracy (eps 0)
+                    xs, ys = [0.0] + xs, [clean[model] * 100] + ys
+                ax.plot(xs, ys, color=colors[model], lw=1, alpha=0.3, marker=".")
+                continue
+            labels = list(g.attack_set.fillna(""))
+            for i in range(len(xs) - 1):
+                same = labels[i] == labels[i + 1]
+                ax.plot(xs[i:i + 2], ys[i:i + 2], color=colors[model], lw=2 if same else 1.2,
+                        ls="-" if same else ":")
+            for x, y, lab in zip(xs, ys, labels):
+                ax.plot([x], [y], color=colors[model], marker=marker[lab], ms=7, ls="none")
+        handles = [Line2D([], [], color=c, lw=2, label=m) for m, c in colors.items() if m in set(part.model)]
+        handles += [Line2D([], [], color="0.3", marker=marker[s], ls="none", label=f"worst case over {s}")
+                    for s in sets]
         ax.set(title=f"{title}: {norm}", xlabel=f"eps ({norm})", ylabel="robust accuracy (%)", ylim=(-2, 102))
         ax.grid(alpha=0.3)
-        ax.legend(title="worst case over attacks (faint: each attack)", fontsize=8, title_fontsize=8)
+        ax.legend(handles=handles, fontsize=7, title="faint: each attack; dotted: the attack set changes",
+                  title_fontsize=7)
     return save_figure(fig, path)

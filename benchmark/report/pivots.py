@@ -26,27 +26,40 @@ def _column_label(evaluation: str, attack: str, norm: str, eps_lbl: str, norms: 
     return f"{evaluation}{_loss_part(loss)}@{eps_lbl}{norm_part}"
 
 
-def robust_pivot(tidy: pd.DataFrame) -> pd.DataFrame:
-    """Models x (clean, evaluation@eps ..., worst-case@eps ...), accuracies in percent."""
+def column_labels(acc: pd.DataFrame) -> list[str]:
+    """The robust pivot's column label of each accuracy row (``clean``, ``pgd@0.1``, ``worst-case@0.1``)."""
+    norms = set(acc.loc[acc.attack != "clean", "norm"])
+    loss = acc["loss"] if "loss" in acc else [""] * len(acc)
+    return [_column_label(e, a, n, lbl, norms, lo) for e, a, n, lbl, lo in
+            zip(acc.evaluation, acc.attack, acc.norm, acc.eps_label, loss)]
+
+
+def robust_pivot(tidy: pd.DataFrame, numeric: bool = True) -> pd.DataFrame:
+    """Models x (clean, evaluation@eps ..., worst-case@eps ...), accuracies in percent.
+
+    With ``numeric=False`` the values are taken as they are (already formatted text).
+    """
     acc = tidy[(tidy.metric == "robust_accuracy") | ((tidy.metric == "accuracy") & (tidy.attack == "clean"))].copy()
     if acc.empty:
         return pd.DataFrame()
-    norms = set(acc.loc[acc.attack != "clean", "norm"])
-    loss = acc["loss"] if "loss" in acc else [""] * len(acc)
-    acc["column"] = [_column_label(e, a, n, lbl, norms, lo) for e, a, n, lbl, lo in
-                     zip(acc.evaluation, acc.attack, acc.norm, acc.eps_label, loss)]
+    acc["column"] = column_labels(acc)
     cols = list(dict.fromkeys(acc.column))
     # Clean first, then each evaluation in suite order, worst case last.
     cols = [c for c in cols if c == "clean"] + [c for c in cols if c != "clean" and not c.startswith(WORST_CASE)] \
         + [c for c in cols if c.startswith(WORST_CASE)]
     pivot = acc.pivot_table(index="model", columns="column", values="value", aggfunc="first", sort=False)
-    pivot = pivot.reindex(columns=cols) * 100
+    pivot = pivot.reindex(columns=cols)
+    if numeric:
+        pivot = pivot * 100
     pivot.columns.name = None
     return pivot
 
 
-def calibration_pivot(tidy: pd.DataFrame) -> pd.DataFrame:
-    """(model, inputs) x every registered metric of the table, in presentation order; percent where usual."""
+def calibration_pivot(tidy: pd.DataFrame, numeric: bool = True) -> pd.DataFrame:
+    """(model, inputs) x every registered metric of the table, in presentation order; percent where usual.
+
+    With ``numeric=False`` the values are taken as they are (already formatted text).
+    """
     cal = tidy[tidy.evaluation != WORST_CASE].copy()
     cal["metric"] = cal.metric.replace({"robust_accuracy": "accuracy"})
     metrics = metric_order(cal.metric)
@@ -59,8 +72,9 @@ def calibration_pivot(tidy: pd.DataFrame) -> pd.DataFrame:
                      for e, a, lbl, lo, v in zip(cal.evaluation, cal.attack, cal.eps_label, loss, variant)]
     pivot = cal.pivot_table(index=["model", "inputs"], columns="metric", values="value", aggfunc="first", sort=False)
     pivot = pivot.reindex(columns=[m for m in metrics if m in pivot.columns])
-    for m in pivot.columns:
-        if presentation(m).percent:
-            pivot[m] = pivot[m] * 100
+    if numeric:
+        for m in pivot.columns:
+            if presentation(m).percent:
+                pivot[m] = pivot[m] * 100
     pivot.columns.name = None
     return pivot.rename(columns={m: (f"{m} %" if presentation(m).percent else m) for m in pivot.columns})

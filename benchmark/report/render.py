@@ -15,10 +15,13 @@ import pandas as pd
 
 from benchmark.atomic import atomic_write_text
 from benchmark.evaluations.base import Evaluation, ReportInputs, Table
+from benchmark.report.audit import audit_table, audit_terminal, write_audit
 from benchmark.report.figures import plot_robustness
 from benchmark.report.pivots import calibration_pivot, robust_pivot
 from benchmark.report.seeds import seed_pivots, seed_summary
-from benchmark.report.tidy import manifest_evaluations, tidy_table
+from benchmark.report.compare import compare_table, compare_view
+from benchmark.report.tidy import WORST_CASE, manifest_evaluations, tidy_table
+from benchmark.report.uncertainty import uncertainty_tables
 from benchmark.store import Store
 
 logger = logging.getLogger(__name__)
@@ -36,6 +39,8 @@ class Report:
     tables: list[Table] = field(default_factory=list)
     seeds: pd.DataFrame = field(default_factory=pd.DataFrame)
     seed_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    audit: pd.DataFrame = field(default_factory=pd.DataFrame)
+    compare: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def kinds(self) -> list[type[Evaluation]]:
         """The evaluation kinds of the suite, each once, in suite order."""
@@ -55,11 +60,23 @@ def build_report(results: Path) -> Report:
     tidy, missing = tidy_table(store, manifest, evaluations)
     inputs = ReportInputs(tidy=tidy, manifest=manifest, evaluations=evaluations, read=store.read_records,
                           stored=store.has)
-    report = Report(tidy, robust_pivot(tidy), calibration_pivot(tidy), missing, inputs)
+    # Calibration at points an attack returned without maximizing its loss is reported apart.
+    report = Report(tidy, robust_pivot(tidy), calibration_pivot(tidy[tidy.points != "returned"]), missing, inputs)
+    report.tables += uncertainty_tables(tidy)
+    compare = compare_table(manifest, evaluations, store.read_records, store.has)
+    if not compare.empty:
+        report.tables.append(Table("compare", compare.set_index("evaluation"),
+                                   "Paired comparisons (McNemar's exact test on per-example verdicts; n.s.: p >= 0.05)",
+                                   fmt=".3g",
+                                   terminal=compare_view(compare[compare.evaluation.isin(["clean", WORST_CASE])]),
+                                   terminal_caption="Paired comparisons, clean and worst case (McNemar; n.s.: "
+                                                    "p >= 0.05)"))
+        report.compare = compare
     for kind in report.kinds():
         report.tables += kind.report_tables(inputs)
     report.seeds = seed_summary(tidy)
-    report.seed_tables = seed_pivots(report.seeds)
+    report.seed_tables = seed_pivots(report.seeds, tidy)
+    report.audit = audit_table(inputs)  # gradient-masking audit (benchmark.report.audit)
     return report
 
 
@@ -98,6 +115,7 @@ def write_report(report: Report, results: Path) -> list[Path]:
             "csv": df.to_csv(float_format=table.csv_fmt),
             "md": df.reset_index().to_markdown(floatfmt=table.fmt, index=False) + "\n",
             "tex": _latex(df, table.caption, table.fmt)})
+    written += write_audit(report.audit, results)
     if not report.seeds.empty:
         atomic_write_text(results / "seeds.csv", report.seeds.to_csv(index=False))
         written.append(results / "seeds.csv")
@@ -130,6 +148,8 @@ def render_terminal(report: Report, title: str, width: int = 120) -> str:
         out += ["", f"Calibration - {title}",
                 report.calibration.reset_index().to_markdown(floatfmt=".2f", tablefmt="simple", index=False)]
     for table in report.tables:
+        if not table.show:
+            continue
         df = table.terminal if table.terminal is not None else table.frame
         if table.terminal_transposed is not None and not _fits(df.to_markdown(floatfmt=".2f", tablefmt="simple"),
                                                                  width):
@@ -142,6 +162,7 @@ def render_terminal(report: Report, title: str, width: int = 120) -> str:
         if not _fits(text, width):
             text = seeds.T.rename_axis("evaluation@eps").to_markdown(tablefmt="simple")
         out += ["", f"Robust accuracy (%), mean ± std over seeds - {title}", text]
+    out += audit_terminal(report.audit, title)
     if report.missing:
         out.append(f"\n({report.missing} planned cell(s) not in the store yet: run the suite to fill them in)")
     return "\n".join(out)

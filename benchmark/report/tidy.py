@@ -1,28 +1,38 @@
 """The tidy table: one row per model / evaluation / eps / metric, built from the store alone.
 
 Nothing here runs a model. Each stored cell's rows come from its evaluation kind
-(``Evaluation.table_rows``); the report adds the cell's description columns, and one ``worst-case``
-row per (model, norm, eps): an example counts as robust there only if no adversarial evaluation of
-the suite with that norm and eps broke it.
+(``Evaluation.table_rows``), with a 95% interval (``ci_low``, ``ci_high``, ``ci_method``); the report
+adds the cell's description columns, and ``points``: which points an attack cell's calibration
+metrics are measured at (``loss_max``: the attack's loss maximizer for every example, or
+``returned``: where the attack stopped, e.g. AutoAttack's first success; reported apart).
+
+Worst case: one ``worst-case`` row per (model, norm, eps) over every eps any adversarial evaluation of
+that norm ran at. An example counts as robust there only if no adversarial evaluation of that norm
+broke it at that eps *or at any smaller eps* (balls are nested, so a break found at a smaller eps is
+carried forward). The row's ``attack_set`` names the evaluations it covers: those that ran at this
+eps, then, as ``(carried: ...)``, those whose breaks at smaller radii are carried; the figure joins
+points by a solid line only between eps with the same set.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from benchmark.evaluations import evaluation_class
-from benchmark.evaluations.base import Evaluation
+from benchmark.evaluations.base import Evaluation, Row
 from benchmark.store import Manifest, Store
 from benchmark.fields import eps_label
 
 logger = logging.getLogger(__name__)
 
 WORST_CASE = "worst-case"
-TIDY_COLUMNS = ["model", "evaluation", "attack", "loss", "norm", "eps", "eps_label", "variant", "metric", "value", "n"]
+TIDY_COLUMNS = ["model", "evaluation", "attack", "loss", "norm", "eps", "eps_label", "variant", "metric", "value", "n",
+                "ci_low", "ci_high", "ci_method", "points", "attack_set"]
 
 
 def manifest_evaluations(manifest: Manifest) -> dict[str, Evaluation]:
@@ -49,10 +59,10 @@ def tidy_table(store: Store, manifest: Manifest, evaluations: dict[str, Evaluati
     """
     rows: list[dict[str, Any]] = []
     missing = 0
-    robust_flags: dict[tuple[str, str, float], list[np.ndarray]] = {}
+    verdicts: Verdicts = {}
     for cell in manifest.cells:
         try:
-            records, _ = store.read(cell.fingerprint)
+            records, meta = store.read(cell.fingerprint)
         except FileNotFoundError:
             missing += 1
             continue
@@ -60,16 +70,14 @@ def tidy_table(store: Store, manifest: Manifest, evaluations: dict[str, Evaluati
         adversarial = ev.adversarial
         base = {"model": cell.model, "evaluation": cell.evaluation, "attack": cell.attack, "loss": cell.loss,
                 "norm": cell.norm if adversarial else "", "eps": cell.eps,
-                "eps_label": eps_label(cell.eps) if adversarial else "", "variant": cell.variant}
-        for metric, value, n in ev.table_rows(records, cell.eps, manifest.metrics, manifest.n_bins):
-            rows.append({**base, "metric": metric, "value": value, "n": n})
+                "eps_label": eps_label(cell.eps) if adversarial else "", "variant": cell.variant,
+                "points": meta.notes.get("calibration_points", "") if adversarial else "", "attack_set": ""}
+        for row in ev.table_rows(records, cell.eps, manifest.metrics, manifest.n_bins):
+            rows.append({**base, **Row(*row)._asdict()})
         if adversarial:
-            robust_flags.setdefault((cell.model, cell.norm, cell.eps), []).append(records.robust_in_index_order())
-    for (model, norm, eps), flags in robust_flags.items():
-        robust = np.logical_and.reduce(flags)
-        rows.append({"model": model, "evaluation": WORST_CASE, "attack": WORST_CASE, "loss": "", "norm": norm,
-                     "eps": eps, "eps_label": eps_label(eps), "variant": "", "metric": "robust_accuracy",
-                     "value": float(robust.mean()), "n": int(len(robust))})
+            verdicts.setdefault((cell.model, cell.norm), []).append(
+                (cell.eps, cell.evaluation, records.robust_in_index_order()))
+    rows += _worst_case_rows(verdicts)
     tidy = pd.DataFrame(rows, columns=TIDY_COLUMNS)
     # Replicas of a multi-seed recipe share a group (the suite's model name); others are their own group.
     info = manifest.models
@@ -79,3 +87,51 @@ def tidy_table(store: Store, manifest: Manifest, evaluations: dict[str, Evaluati
     evals = list(dict.fromkeys(c.evaluation for c in manifest.cells))
     tidy = tidy.sort_values(["model", "evaluation", "eps"], key=_order_key(models, evals), kind="stable")
     return tidy.reset_index(drop=True), missing
+
+
+def attack_set_label(at_eps: list[str], carried: list[str]) -> str:
+    """``"a+b"`` for the evaluations run at this eps, ``"a+b (carried: c)"`` when ``c``'s breaks at smaller
+    eps are carried forward."""
+    label = "+".join(at_eps)
+    return f"{label} (carried: {'+'.join(carried)})" if carried else label
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    """The worst-case verdicts of one (model, norm, eps) and the evaluations they cover."""
+
+    robust: np.ndarray
+    """Per example (in index order): no covered evaluation broke it at this eps or a smaller one."""
+    attack_set: str
+    """The covered evaluations (see :func:`attack_set_label`)."""
+
+
+Verdicts = dict[tuple[str, str], list[tuple[float, str, np.ndarray]]]
+"""Per (model, norm): ``(eps, evaluation, robust flags in index order)`` of every adversarial cell."""
+
+
+def worst_cases(verdicts: Verdicts) -> dict[tuple[str, str, float], WorstCase]:
+    """The worst case per (model, norm, eps) over every eps some evaluation of that norm ran at."""
+    out = {}
+    for (model, norm), cells in verdicts.items():
+        for eps in sorted({e for e, _, _ in cells}):
+            upto = [(e, ev, flags) for e, ev, flags in cells if e <= eps]
+            at_eps = sorted(dict.fromkeys(ev for e, ev, _ in upto if e == eps))
+            carried = sorted(ev for ev in dict.fromkeys(ev for _, ev, _ in upto) if ev not in at_eps)
+            out[(model, norm, eps)] = WorstCase(np.logical_and.reduce([flags for _, _, flags in upto]),
+                                                attack_set_label(at_eps, carried))
+    return out
+
+
+def _worst_case_rows(verdicts: Verdicts) -> list[dict[str, Any]]:
+    from benchmark.metrics.intervals import clopper_pearson
+
+    rows = []
+    for (model, norm, eps), worst in worst_cases(verdicts).items():
+        k, n = int(worst.robust.sum()), int(len(worst.robust))
+        low, high = clopper_pearson(k, n)
+        rows.append({"model": model, "evaluation": WORST_CASE, "attack": WORST_CASE, "loss": "", "norm": norm,
+                     "eps": eps, "eps_label": eps_label(eps), "variant": "", "metric": "robust_accuracy",
+                     "value": k / n if n else float("nan"), "n": n, "ci_low": low, "ci_high": high,
+                     "ci_method": "clopper-pearson", "points": "", "attack_set": worst.attack_set})
+    return rows

@@ -78,7 +78,7 @@ def cell_meta(run: RunContext, ev: Evaluation, cell: Cell, records: CellRecords,
                     params=ev.cell_params(cell.variant), norm=ev.norm_name, loss=ev.loss_name, n=len(records.index),
                     dataset=run.suite.data.dataset, split=run.suite.data.split, subset_hash=run.data.subset_hash,
                     model_identity=run.models[cell.model].identity, transfer_source=sources[0] if sources else None,
-                    provenance=prov, seconds=round(seconds, 3), created=now())
+                    provenance=prov, notes=records.notes, seconds=round(seconds, 3), created=now())
 
 
 def run_group(group: Group, run: RunContext, store: Store, prov: Provenance, on_cell: OnCell) -> GroupResult:

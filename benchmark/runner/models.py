@@ -24,7 +24,7 @@ from benchmark.models.zoo import expected_files, load_robustbench, robustbench_n
 from benchmark.suite.models import CheckpointModel, RecipeModel, RobustBenchModel
 from benchmark.suite.schema import Suite
 from benchmark.training.ensemble import build_recipe_model
-from benchmark.training.loop import CachedModel, ensure_trained
+from benchmark.training.loop import CachedModel, ensure_trained, training_history
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,8 @@ def resolve_model(name: str, spec: Any, suite: Suite, suite_file: str, *, device
         identity = {"source": "recipe", "sha256": sha256_file(cached.weights), "arch": spec.recipe.arch,
                     "normalization": spec.recipe.normalization.model_dump() if spec.recipe.normalization else None}
         return ResolvedModel(name, spec, cached.weights, identity,
-                             {"source": f"recipe:{spec.recipe.kind}", "training": cached.meta.get("metrics", {})})
+                             {"source": f"recipe:{spec.recipe.kind}", "training": cached.meta.get("metrics", {}),
+                              "history": training_history(cached.meta)})
     raise TypeError(f"unexpected model spec {type(spec).__name__}")
 
 

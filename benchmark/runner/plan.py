@@ -11,7 +11,8 @@ anything. Cells are grouped per (model, evaluation); a group is what an executor
 
 A cell's fingerprint hashes everything that changes its result: the model's identity, the data
 subset, the kind and its parameters, the eps list up to the cell's eps, the suite seed, the package
-versions and the transfer source's identity (see :func:`fingerprint_parts`).
+versions, the transfer source's identity and, for attack cells, what their records hold (see
+:func:`fingerprint_parts`).
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ def fingerprint_parts(suite: Suite, ev: Evaluation, model_identity: dict[str, An
              "versions": versions, "transfer_source": source_identity}
     if variant:  # only then, so that the fingerprints of cells without variants stay as they were
         parts["variant"] = variant
+    if ev.cascade and ev.adversarial:
+        # Attack cells hold calibration records of every example at their eps since store version 2;
+        # a cell written before holds the cascade's leftovers and must not be reused for them.
+        parts["records"] = "calibration-of-every-example"
     return parts
 
 

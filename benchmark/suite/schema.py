@@ -8,6 +8,7 @@ validate like built-in ones). Evaluations inherit the suite's ``seed`` unless th
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,7 +19,9 @@ from pydantic_core import PydanticCustomError
 from benchmark.data import DATASETS, dataset_info
 from benchmark.errors import LookupNameError
 from benchmark.evaluations import evaluation_class, usable_names
+from benchmark.evaluations.audit import AuditEval
 from benchmark.evaluations.base import Evaluation, SuiteFacts
+from benchmark.fields import Eps
 from benchmark.metrics import METRICS
 from benchmark.fields import StrictModel, check_name
 from benchmark.suite.models import ModelReplica, ModelSpec, RecipeModel, RobustBenchModel
@@ -50,6 +53,48 @@ class Runtime(StrictModel):
     num_gpus: float = Field(1, ge=0, description="GPUs each Ray task reserves when the device is CUDA")
     max_retries: int = Field(1, ge=0, description="Ray reruns a task whose worker died this many times; "
                                                   "the rerun resumes from the cells already stored")
+
+
+class AuditSpec(StrictModel):
+    """The gradient-masking audit: a few cheap extra runs per model and ``results/<suite>/audit.csv``.
+
+    When enabled, an ``audit`` evaluation (``benchmark.evaluations.audit``) is appended to the suite's
+    evaluations, so its runs are stored, resumed and distributed like every other cell; the report
+    turns them and the stored attack cells into pass / warn / fail per model and check
+    (``benchmark.report.audit``).
+    """
+
+    enabled: bool = Field(True, description="run the audit and write audit.csv; false: neither")
+    large_eps: Eps | None = Field(None, gt=0, description="radius of the large-eps check; if absent the whole "
+                                                          "input box (1 for Linf, sqrt(C*H*W) for L2)")
+    large_eps_norm: Literal["Linf", "L2"] = Field("Linf", description="threat model of the large-eps check")
+    large_eps_steps: int = Field(50, ge=1, description="PGD steps of the large-eps check (CE loss, no random start)")
+    convergence: bool = Field(True, description="rerun the suite's first PGD evaluation with twice the steps and "
+                                                "twice the restarts (at least 2) at each of its eps")
+    margin: float = Field(0.01, ge=0, le=1, description="extra examples the convergence and black-box checks "
+                                                        "tolerate (warn above), as a fraction of the evaluated "
+                                                        "examples, at least one example; fail above 5 times it")
+
+
+def audit_entry(suite: Suite) -> AuditEval:
+    """The ``audit`` evaluation the suite's ``audit:`` section stands for (the first PGD evaluation, with
+    eps above 0, is the one the convergence check reruns)."""
+    spec = suite.audit
+    large = spec.large_eps
+    if large is None:
+        large = 1.0 if spec.large_eps_norm == "Linf" else math.sqrt(math.prod(dataset_info(suite.data.dataset)
+                                                                             .input_shape))
+    pgd = next((e for e in suite.evaluations if e.kind == "pgd"), None)
+    ref = None
+    eps = [e for e in getattr(pgd, "eps", ()) if e > 0]
+    if spec.convergence and pgd is not None and eps:
+        seed = getattr(pgd, "seed", None)
+        ref = {"evaluation": pgd.label, "eps": eps, "norm": pgd.norm_name, "steps": getattr(pgd, "steps"),
+               "step_size": getattr(pgd, "step_size"), "restarts": getattr(pgd, "restarts"), "loss": pgd.loss_name,
+               "seed": suite.seed if seed is None else seed}
+    return AuditEval.model_validate({"attack": "audit", "large_eps": large, "large_eps_norm": spec.large_eps_norm,
+                                     "large_eps_steps": spec.large_eps_steps, "convergence": ref,
+                                     "margin": spec.margin})
 
 
 def _evaluation(value: Any) -> Evaluation:
@@ -91,6 +136,15 @@ class Suite(StrictModel):
     n_bins: int = Field(15, ge=2, description="bins of the calibration metrics")
     cache_dir: Path = Field(Path("models/recipes"), description="where trained recipe checkpoints are cached")
     runtime: Runtime = Field(default_factory=Runtime, description="executor settings; never part of a result")
+    audit: AuditSpec = Field(default_factory=AuditSpec, description="the gradient-masking audit (on by default)")
+
+    @model_validator(mode="after")
+    def _append_the_audit(self) -> Suite:
+        # The audit's runs are an evaluation like any other (stored, resumed, run by every executor);
+        # its entry is derived from this section, never written by hand (cross_field_problems checks).
+        if self.audit.enabled and not any(e.kind == "audit" for e in self.evaluations):
+            self.evaluations.append(audit_entry(self))
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -167,6 +221,12 @@ def cross_field_problems(suite: Suite) -> list[tuple[str, str]]:
                        dataset=suite.data.dataset, input_shape=info.input_shape, num_classes=info.num_classes)
     for i, ev in enumerate(suite.evaluations):
         problems += [(f"evaluations[{i}].{key}", msg) for key, msg in ev.suite_problems(facts)]
+        # A dumped suite holds the entry the section made (accepted as is); any other was written by hand.
+        if ev.kind == "audit" and (not suite.audit.enabled or ev != audit_entry(suite)):
+            problems.append((f"evaluations[{i}].attack", "the gradient-masking audit is added by the suite's "
+                                                         "'audit:' section (on by default): remove this entry and "
+                                                         "set its options under 'audit:', or turn it off with "
+                                                         "'audit: {enabled: false}'"))
     for name, spec in suite.models.items():
         norm = getattr(spec, "normalization", None) or (spec.recipe.normalization if isinstance(spec, RecipeModel)
                                                         else None)

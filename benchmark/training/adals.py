@@ -17,6 +17,10 @@ The method, as implemented here:
    where ``conf_k`` is the mean top probability and ``acc_k`` the accuracy of the clean validation
    examples of stratum ``k``: an over-confident stratum gets more smoothing, an under-confident one
    less. The schedule is in :class:`benchmark.training.spec.AdaLSSpec`.
+5. **History**: the smoothing per stratum every epoch trained with (``smoothing_per_epoch``, one
+   vector per epoch, recorded by :meth:`AdaLSState.record_epoch` after that epoch's update if any)
+   and one record per update (edges, validation gaps and counts) go into the model's metadata
+   (:meth:`AdaLSState.summary`), and from there into the manifest's ``ModelInfo.history``.
 
 The ensemble form of the paper is the ``ensemble`` field of the recipe: every member is trained
 with its own AR-AdaLS state and seed, and the model averages the members' probabilities.
@@ -161,6 +165,8 @@ class AdaLSState:
         train_strata: stratum per training example, None before the first update.
         edges: current stratum edges, None before the first update.
         history: one JSON-ready record per update.
+        smoothing_per_epoch: the smoothing per stratum each epoch trained with, one vector per epoch
+            (before the first update every stratum has ``initial_smoothing``).
     """
 
     spec: AdaLSSpec
@@ -169,6 +175,7 @@ class AdaLSState:
     train_strata: torch.Tensor | None = None
     edges: torch.Tensor | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    smoothing_per_epoch: list[list[float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.smoothing = torch.full((self.spec.strata,), float(self.spec.initial_smoothing), dtype=torch.float64)
@@ -177,6 +184,20 @@ class AdaLSState:
         """Whether strata and smoothing are recomputed at the start of ``epoch`` (0-based)."""
         since = epoch - self.spec.warmup_epochs
         return since >= 0 and since % self.spec.update_every == 0
+
+    def record_epoch(self, epoch: int) -> None:
+        """Record the smoothing per stratum that ``epoch`` (0-based) trains with.
+
+        Called once per epoch, in order, after that epoch's update if it has one.
+
+        Raises:
+            ValueError: epochs recorded out of order (the history would not be one vector per epoch).
+        """
+        if epoch != len(self.smoothing_per_epoch):
+            raise ValueError(f"epoch {epoch} recorded after {len(self.smoothing_per_epoch)} epoch(s)")
+        # Before the first update targets() uses initial_smoothing for everyone, which is what
+        # self.smoothing holds until then.
+        self.smoothing_per_epoch.append(self.smoothing.tolist())
 
     def targets(self, idx: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Soft targets of training examples ``idx`` (indices into the training set) with labels ``y``."""
@@ -214,11 +235,13 @@ class AdaLSState:
                     [round(g, 4) for g in record["val_gap"]], [round(s, 4) for s in record["smoothing"]])
 
     def summary(self) -> dict[str, Any]:
-        """Final smoothing per stratum, edges, training counts and the update history (JSON-ready)."""
+        """Final smoothing per stratum, edges, training counts, the update history and the smoothing per
+        stratum of every epoch (JSON-ready)."""
         return {
             "smoothing": self.smoothing.tolist(),
             "edges": _json_floats(self.edges) if self.edges is not None else None,
             "train_count": (torch.bincount(self.train_strata, minlength=self.spec.strata).tolist()
                             if self.train_strata is not None else None),
             "updates": self.history,
+            "smoothing_per_epoch": [list(v) for v in self.smoothing_per_epoch],
         }

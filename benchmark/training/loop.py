@@ -182,6 +182,8 @@ def _train_member(spec: RecipeSpec, seed: int, train: ArrayDataset, val: ArrayDa
             # Seeded per update so that the robustness search is reproducible and differs between updates.
             adals.update(model, train, val, search, epoch=epoch, seed=seed * 1_000_003 + 999_983 * (epoch + 1),
                          batch_size=max(spec.batch_size, 256), device=device)
+        if adals is not None:
+            adals.record_epoch(epoch)
         perm = torch.randperm(len(train), generator=gen)
         for i in range(0, len(train), spec.batch_size):
             idx = perm[i:i + spec.batch_size]
@@ -276,6 +278,21 @@ def train_recipe(spec: RecipeSpec, dataset: str, *, data_dir: Path, download: bo
         meta["adals"] = records[0]["adals"]
     logger.info("trained %s: %s", label or spec.kind, {k: round(v, 4) for k, v in metrics.items()})
     return model, meta
+
+
+def training_history(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a cached model's metadata records about the course of its training (for the manifest).
+
+    AR-AdaLS: ``adals``, the model's (an ensemble's first member's) final state, update records and
+    ``smoothing_per_epoch``; for ensembles also ``adals_members``, every member's. Empty otherwise.
+    """
+    history: dict[str, Any] = {}
+    if "adals" in meta:
+        history["adals"] = meta["adals"]
+    members = [m["adals"] for m in meta.get("members", []) if "adals" in m]
+    if members:
+        history["adals_members"] = members
+    return history
 
 
 def ensure_trained(spec: RecipeSpec, dataset: str, *, cache_dir: Path, data_dir: Path, download: bool,
