@@ -93,3 +93,31 @@ def test_tidy_rows_come_from_each_kind(tmp_path: Path, cache: Path) -> None:
     assert {"robust_accuracy", "mean_perturbation", "ece"} <= by_eval["pgd"] and "accuracy" not in by_eval["pgd"]
     assert by_eval["worst-case"] == {"robust_accuracy"}
     assert "robust_accuracy" not in by_eval["clean"] and "accuracy" in by_eval["clean"]
+
+
+def test_markdown_and_latex_tables_escape_names(tmp_path: Path, cache: Path) -> None:
+    # A model and an evaluation whose names hold Markdown and LaTeX specials (issue 8, point 7).
+    import re
+
+    from benchmark.report.render import markdown
+
+    models = """
+      net_v2:
+        recipe: {kind: standard, arch: mlp, epochs: 1, batch_size: 64, optimizer: {name: adam, lr: 0.01}}
+    """
+    evals = """
+      - attack: clean
+      - {attack: fgsm, name: "fgsm|a_b&c%", eps: [0.1]}
+    """
+    suite = make_suite(tmp_path, cache, models, evals, n=20, name="esc")
+    assert main(["run", str(suite), "--results-dir", str(tmp_path / "res"), "--no-progress"]) == 0
+    folder = tmp_path / "res" / "esc"
+    md = (folder / "robust_accuracy.md").read_text()
+    for line in md.splitlines():  # every row has as many unescaped cell separators as the header
+        assert len(re.findall(r"(?<!\\)\|", line)) == len(re.findall(r"(?<!\\)\|", md.splitlines()[0]))
+    assert r"fgsm\|a\_b&c%@0.1" in md and r"net\_v2" in md
+    tex = (folder / "robust_accuracy.tex").read_text()
+    assert r"fgsm\textbar{}a\_b\&c\%@0.1" in tex and r"net\_v2" in tex and "|" not in tex
+    frame = pd.DataFrame({"x": ["a|b", "c*d"], "v": [1.5, 2.0]}, index=pd.Index(["m_1", "m`2"], name="model"))
+    rows = [" ".join(line.split()) for line in markdown(frame, floatfmt=".1f").splitlines()]
+    assert rows[2:] == [r"| m\_1 | a\|b | 1.5 |", r"| m\`2 | c\*d | 2.0 |"]

@@ -8,8 +8,10 @@ evaluation kind contributes are written as CSV, Markdown and LaTeX, and shown in
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -80,8 +82,39 @@ def build_report(results: Path) -> Report:
     return report
 
 
+#: Characters that end a Markdown table cell (``|``) or start emphasis, code or a link in one; a model
+#: named ``a|b`` or ``my_net_v2`` must not break or restyle the table.
+_MD_SPECIAL = re.compile(r"([\\|_*`\[\]<>])")
+
+
+def _md_escape(value: object) -> object:
+    return _MD_SPECIAL.sub(r"\\\1", value) if isinstance(value, str) else value
+
+
+def markdown(df: pd.DataFrame, **kwargs: Any) -> str:
+    """``df.to_markdown(**kwargs)`` with every label and text cell escaped for Markdown (numbers untouched)."""
+    out = df.copy()
+    out.columns = out.columns.map(lambda c: _md_escape(str(c)))
+    if isinstance(out.index, pd.MultiIndex):
+        out.index = pd.MultiIndex.from_tuples([tuple(_md_escape(v) for v in t) for t in out.index],
+                                              names=[_md_escape(n) for n in out.index.names])
+    else:
+        out.index = out.index.map(_md_escape).rename(_md_escape(out.index.name))
+    for col in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[col]):
+            out[col] = out[col].map(_md_escape)
+    return out.to_markdown(**kwargs) + "\n"
+
+
 def _latex(df: pd.DataFrame, caption: str, fmt: str = ".2f") -> str:
-    return df.to_latex(float_format=f"%{fmt}", na_rep="--", escape=True, caption=caption, position="t")
+    # escape=True escapes labels and text cells (& % $ # _ { } ~ ^ \); | is typeset as \textbar.
+    return _latex_bars(df.to_latex(float_format=f"%{fmt}", na_rep="--", escape=True, caption=caption,
+                                   position="t"))
+
+
+def _latex_bars(text: str) -> str:
+    """``|`` typeset as a bar (in LaTeX's default font encoding a bare ``|`` prints as a dash)."""
+    return text.replace("|", "\\textbar{}")
 
 
 def _write_all(results: Path, stem: str, texts: dict[str, str]) -> list[Path]:
@@ -107,13 +140,13 @@ def write_report(report: Report, results: Path) -> list[Path]:
                               ("calibration", report.calibration, "Calibration")):
         if not df.empty:
             written += _write_all(results, stem, {"csv": df.to_csv(float_format="%.4f"),
-                                                  "md": df.to_markdown(floatfmt=".2f") + "\n",
+                                                  "md": markdown(df, floatfmt=".2f"),
                                                   "tex": _latex(df, caption)})
     for table in report.tables:
         df = table.frame
         written += _write_all(results, table.stem, {
             "csv": df.to_csv(float_format=table.csv_fmt),
-            "md": df.reset_index().to_markdown(floatfmt=table.fmt, index=False) + "\n",
+            "md": markdown(df.reset_index(), floatfmt=table.fmt, index=False),
             "tex": _latex(df, table.caption, table.fmt)})
     written += write_audit(report.audit, results)
     if not report.seeds.empty:
@@ -121,8 +154,9 @@ def write_report(report: Report, results: Path) -> list[Path]:
         written.append(results / "seeds.csv")
     for stem, df in report.seed_tables.items():
         caption = "Mean ± std over seeds" + (" (robust accuracy, %)" if stem.startswith("robust") else "")
-        written += _write_all(results, stem, {"csv": df.to_csv(), "md": df.to_markdown() + "\n",
-                                              "tex": df.to_latex(escape=True, caption=caption, position="t")})
+        written += _write_all(results, stem, {"csv": df.to_csv(), "md": markdown(df),
+                                              "tex": _latex_bars(df.to_latex(escape=True, caption=caption,
+                                                                             position="t"))})
     png = plot_robustness(report.tidy, results / "robust_accuracy.png", results.name)
     if png is not None:
         written.append(png)
