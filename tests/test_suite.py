@@ -148,3 +148,20 @@ def test_validate_loads_no_data_or_model(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(data, "load_dataset", boom)
     monkeypatch.setattr(ckpt, "load_state_dict", boom)
     assert main(["validate", str(ROOT / "suites" / "cifar10.yaml")]) == 0
+
+
+@pytest.mark.parametrize("old,new,key", [
+    ("name: t", "name: '..'", "name"),
+    ("name: t", "name: '.'", "name"),
+    ("  m: {recipe", "  '..': {recipe", "models"),
+    ("  - attack: pgd\n", "  - attack: pgd\n    name: worst-case\n", "evaluations[1].name"),
+])
+def test_names_that_are_paths_or_report_rows_are_refused(tmp_path: Path, old: str, new: str, key: str) -> None:
+    # `name: ..` put results/<name> outside the results folder; `worst-case` is a row the report makes.
+    from benchmark.report.tidy import WORST_CASE
+    from benchmark.suite.schema import RESERVED_LABELS
+
+    assert WORST_CASE in RESERVED_LABELS
+    assert old in GOOD
+    msg = problems(tmp_path, GOOD.replace(old, new, 1))
+    assert key in msg

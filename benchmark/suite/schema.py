@@ -125,6 +125,15 @@ class Suite(StrictModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="results go to <results-dir>/<name>")
     description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_relative_path(cls, v: str) -> str:
+        # `..` (or `.`) would put the results folder outside <results-dir>, or be the folder itself.
+        if set(v) == {"."}:
+            raise ValueError(f"suite name '{v}' is a relative path, not a name; use letters or digits")
+        return v
+
     seed: int = Field(0, description="seed of the evaluated subset, and of every evaluation that sets no seed")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$",
                         description="auto | cpu | cuda | cuda:N | mps")
@@ -170,8 +179,9 @@ class Suite(StrictModel):
     @classmethod
     def _model_names(cls, v: dict[str, Any]) -> dict[str, Any]:
         for name in v:
-            if not re.match(r"^[A-Za-z0-9_.+-]+$", name):
-                raise ValueError(f"model name '{name}' may only use letters, digits and _ . + -")
+            if not re.match(r"^[A-Za-z0-9_.+-]+$", name) or set(name) == {"."}:
+                raise ValueError(f"model name '{name}' may only use letters, digits and _ . + - (and not "
+                                 f"only dots)")
         return v
 
     @field_validator("metrics")
@@ -208,12 +218,19 @@ class Suite(StrictModel):
         return next(r.name for r in self.replicas().values() if r.group == model)
 
 
+RESERVED_LABELS = frozenset({"worst-case"})
+"""Evaluation names the report generates rows under (``benchmark.report.tidy.WORST_CASE``)."""
+
+
 def cross_field_problems(suite: Suite) -> list[tuple[str, str]]:
     """Checks that span sections: names, references between entries, eps ranges, shapes."""
     problems: list[tuple[str, str]] = []
     labels = [e.label for e in suite.evaluations]
     for i, label in enumerate(labels):
-        if labels.index(label) != i:
+        if label in RESERVED_LABELS:
+            problems.append((f"evaluations[{i}].name", f"'{label}' is a name the report gives its own rows; "
+                                                       f"choose another 'name'"))
+        elif labels.index(label) != i:
             problems.append((f"evaluations[{i}].name",
                              f"evaluation name '{label}' is used twice; give each a distinct 'name'"))
     info = dataset_info(suite.data.dataset)
