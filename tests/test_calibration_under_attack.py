@@ -114,8 +114,7 @@ def test_pgd_returns_its_final_iterate_as_loss_maximizer() -> None:
         assert result.x_loss is not None
         assert (result.x_loss - x).abs().max() <= 0.1 + 1e-6
         ce = torch.nn.functional.cross_entropy
-        # The loss at x_loss is never below the loss at the verdict point for unbroken examples,
-        # and for a linear model (concave-free CE ascent) the final iterate has higher loss than x.
+        # For a linear model CE is convex in the input, so PGD's ascent never ends below the loss at x.
         with torch.no_grad():
             assert (ce(model(result.x_loss), y, reduction="none") >= ce(model(x), y, reduction="none") - 1e-6).all()
     assert ATTACKS.get("fgsm")().__call__(model, x, y, 0.1).x_loss is not None

@@ -136,9 +136,7 @@ def accuracy(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> floa
     Returns:
         Accuracy in [0, 1]; NaN for no examples.
     """
-    if len(probs) == 0:
-        return float("nan")
-    return float(np.mean(probs.argmax(axis=1) == labels))
+    return _mean_of(correct_per_example(probs, labels))
 
 
 def ece(probs: np.ndarray, labels: np.ndarray, *, n_bins: int = 15) -> float:

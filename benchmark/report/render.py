@@ -42,7 +42,6 @@ class Report:
     seeds: pd.DataFrame = field(default_factory=pd.DataFrame)
     seed_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     audit: pd.DataFrame = field(default_factory=pd.DataFrame)
-    compare: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def kinds(self) -> list[type[Evaluation]]:
         """The evaluation kinds of the suite, each once, in suite order."""
@@ -73,7 +72,6 @@ def build_report(results: Path) -> Report:
                                    terminal=compare_view(compare[compare.evaluation.isin(["clean", WORST_CASE])]),
                                    terminal_caption="Paired comparisons, clean and worst case (McNemar; n.s.: "
                                                     "p >= 0.05)"))
-        report.compare = compare
     for kind in report.kinds():
         report.tables += kind.report_tables(inputs)
     report.seeds = seed_summary(tidy)

@@ -25,11 +25,10 @@ def _with_interval(value: float, low: float, high: float, scale: float, fmt: str
     return f"{value * scale:{fmt}} [{low * scale:{fmt}}, {high * scale:{fmt}}]"
 
 
-def _text(frame: pd.DataFrame, fmt_of: dict[str, tuple[float, str]] | None = None) -> pd.Series:
+def _text(frame: pd.DataFrame) -> pd.Series:
     out = []
     for metric, v, lo, hi in zip(frame.metric, frame.value, frame.ci_low, frame.ci_high):
-        scale, fmt = (fmt_of or {}).get(metric, (100.0 if presentation(metric).percent else 1.0, ".2f"))
-        out.append(_with_interval(v, lo, hi, scale, fmt))
+        out.append(_with_interval(v, lo, hi, 100.0 if presentation(metric).percent else 1.0, ".2f"))
     return pd.Series(out, index=frame.index)
 
 
