@@ -1,14 +1,18 @@
 """Command line: parse arguments, call the API, set the exit code.
 
 Exit codes: 0 every cell done, 1 some cell failed (the others finished and are stored), 2 bad input
-(suite, checkpoint, data), reported without a traceback. ``validate`` and ``ls`` import no torch.
+(suite, checkpoint, data, a results folder that cannot be written, a damaged cell in a report),
+reported as ``file: key: problem`` without a traceback, 130 on Ctrl-C and 143 on SIGTERM (finished
+cells are kept). ``validate`` and ``ls`` import no torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +24,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("benchmark")
 
-EXIT_OK, EXIT_CELL_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_CELL_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (cleanup runs, finished cells are kept) but exiting 143."""
 
 
 def _typed_updates(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,25 +94,51 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_report(results: Path, title: str) -> None:
+def _print_report(results: Path, title: str) -> bool:
+    """Print a results folder's tables and write their files (when the folder can be written).
+
+    Returns:
+        Every listed cell that is stored could be trusted (False: the damaged ones are named).
+    """
+    from benchmark.atomic import WriteError
     from benchmark.report import build_report, render_terminal, write_report
 
     report = build_report(results)
-    paths = write_report(report, results)
     print(render_terminal(report, title))
-    print(f"\nTables written to {results}/ ({', '.join(p.name for p in paths)})")
+    try:
+        paths = write_report(report, results)
+        print(f"\nTables written to {results}/ ({', '.join(p.name for p in paths)})")
+    except WriteError as exc:
+        print(f"\nTables not written ({exc})", file=sys.stderr)
+    for reason in report.damaged.values():
+        print(f"error: {reason[:500]}", file=sys.stderr)
+    return not report.damaged
+
+
+def _locked(args: argparse.Namespace, folder: Path):  # noqa: ANN202 - a context manager
+    from benchmark.lock import folder_lock
+
+    return folder_lock(folder, wait=not getattr(args, "no_wait", False))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner import run_suite
+    from benchmark.store import Store
 
     suite = _load(args, args.suite)
-    summary = run_suite(suite, args.suite, Path(args.results_dir), progress=not args.no_progress)
-    print(f"{suite.name}: {len(summary.cells)} cells, {summary.computed} computed, {summary.reused} reused "
-          f"from {summary.results_dir}", file=sys.stderr)
-    for f in summary.failures:
-        print(f"FAILED {f['model']} / {f['evaluation']}: {f['error']}", file=sys.stderr)
-    _print_report(summary.results_dir, suite.name)
+    folder = Path(args.results_dir) / suite.name
+    with _locked(args, folder):
+        Store(folder).sweep_temporary()
+        summary = run_suite(suite, args.suite, Path(args.results_dir), progress=not args.no_progress)
+        print(f"{suite.name}: {len(summary.cells)} cells, {summary.computed} computed, {summary.reused} reused "
+              f"from {summary.results_dir}", file=sys.stderr)
+        for f in summary.failures:
+            print(f"FAILED {f['model']} / {f['evaluation']}: {f['error']}", file=sys.stderr)
+        trusted = _print_report(summary.results_dir, suite.name)
+    for message in dict.fromkeys(summary.bad_input.values()):
+        print(f"error: {message}", file=sys.stderr)
+    if summary.bad_input or not trusted:
+        return EXIT_BAD_INPUT
     return EXIT_OK if summary.ok else EXIT_CELL_FAILED
 
 
@@ -113,7 +147,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from benchmark.runner.models import train_recipes
 
     suite = _load(args, args.suite)
-    trained = train_recipes(suite, device=resolve_device(suite.device), progress=not args.no_progress)
+    trained = train_recipes(suite, device=resolve_device(suite.device), progress=not args.no_progress,
+                            force=args.force)
     if not trained:
         print(f"{args.suite}: no recipe models to train", file=sys.stderr)
     for name, cached in trained.items():
@@ -123,20 +158,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from benchmark.atomic import WriteError
+
     results = Path(args.results)
-    if not (results / "manifest.json").is_file():
+    if not results.is_dir() or not (results / "manifest.json").is_file():
         raise BenchError(f"{results}: not a results folder (no manifest.json); run `bench run SUITE` first")
     try:
-        _print_report(results, results.name)
-    except ValueError as exc:
-        raise BenchError(str(exc)) from None
-    return EXIT_OK
+        with _locked(args, results):
+            trusted = _print_report(results, results.name)
+    except WriteError:  # a read-only folder (no lock file possible): print the tables, write nothing
+        trusted = _print_report(results, results.name)
+    except (OSError, ValueError) as exc:
+        raise BenchError(str(exc)[:2000]) from None
+    return EXIT_OK if trusted else EXIT_BAD_INPUT
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from benchmark.report.compare import compare_table, compare_view
     from benchmark.report.tidy import manifest_evaluations
-    from benchmark.store import Store
+    from benchmark.store import Store, VerifiedCells
 
     results = Path(args.results)
     store = Store(results)
@@ -148,18 +188,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     unknown = [m for m in (args.models or []) if m not in groups]
     if unknown:
         raise BenchError(f"{results}: no model '{unknown[0]}' in the results.{suggest(unknown[0], sorted(groups))}")
-    table = compare_table(manifest, manifest_evaluations(manifest), store.read_records, store.has)
+    cells = VerifiedCells(store, manifest)
+    table = compare_table(manifest, manifest_evaluations(manifest), cells.read_records, cells.has)
     if args.models:
         table = table[table.model_a.isin(args.models) & table.model_b.isin(args.models)]
     if args.evaluation:
         table = table[table.evaluation.isin(args.evaluation)]
     if table.empty:
         print("no pair of models shares a stored cell with these filters")
-        return EXIT_OK
-    print(compare_view(table).to_markdown(floatfmt=".4g", tablefmt="simple"))
-    print("McNemar's exact test on per-example verdicts (paired by seed where replicas share seeds); "
-          "n.s.: p >= 0.05, not corrected for multiple comparisons")
-    return EXIT_OK
+    else:
+        print(compare_view(table).to_markdown(floatfmt=".4g", tablefmt="simple"))
+        print("McNemar's exact test on per-example verdicts (paired by seed where replicas share seeds); "
+              "n.s.: p >= 0.05, not corrected for multiple comparisons")
+    for reason in cells.damaged.values():  # left out of every pair
+        print(f"error: {reason[:500]}", file=sys.stderr)
+    return EXIT_BAD_INPUT if cells.damaged else EXIT_OK
 
 
 def cmd_download(args: argparse.Namespace) -> int:
@@ -195,10 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", choices=["local", "ray"], help="run cells here, or as Ray tasks (default: the "
                                                                 "suite's runtime.executor, else local)")
     r.add_argument("--address", help="Ray cluster address (ray://head:10001 or head:6379); implies --executor ray")
+    r.add_argument("--no-wait", action="store_true",
+                   help="fail at once if another run is using the results folder (default: wait for it)")
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("train", help="train and cache the suite's recipe models")
     suite_args(t)
+    t.add_argument("--force", action="store_true", help="retrain every recipe model even if its cache entry is valid")
     t.set_defaults(func=cmd_train)
 
     v = sub.add_parser("validate", help="check suite files without loading models or data (imports no torch)")
@@ -213,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="re-render the tables of a results folder (no recomputation)")
     rep.add_argument("results", help="a results folder, e.g. results/digits")
+    rep.add_argument("--no-wait", action="store_true", help="fail at once if a run is using the folder")
     rep.set_defaults(func=cmd_report)
 
     c = sub.add_parser("compare", help="paired tests (McNemar) between the models of a results folder")
@@ -227,15 +274,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum: int, frame: object) -> None:  # noqa: ARG001 - signal handler signature
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Signal handlers can only be set from the main thread (an embedding program may call us elsewhere).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return int(args.func(args))
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted; finished cells are stored and a rerun resumes from them", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{what}; finished cells are stored and a rerun resumes from them", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)

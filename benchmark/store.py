@@ -1,17 +1,19 @@
 """The results store: one Parquet file per cell, named by the cell's fingerprint, plus the manifest.
 
 A cell is one (model, evaluation, eps[, variant]). Its file holds the per-example records and, in
-the Parquet schema metadata, a :class:`CellMeta` (the cell's description and provenance). Files are
-written to a temporary name, fsynced and renamed, so a file that exists is complete: present means
-done, and a rerun skips it. ``manifest.json`` (a :class:`Manifest`) lists the cells of the latest
+the Parquet schema metadata, a :class:`~benchmark.meta.CellMeta` (the cell's description and
+provenance, with a checksum of the records). Files are written to a temporary name, fsynced and
+renamed, so a file that exists is complete. Every read verifies the file (``benchmark.verify``): a
+cell is done when its file is present *and* verified; one that fails is moved to ``cells/quarantine/``
+and recomputed. ``manifest.json`` (a :class:`~benchmark.meta.Manifest`) lists the cells of the latest
 plan. The store is the single source of truth for reports and checks, which never recompute attacks.
-Metadata are written and read through their pydantic models only.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,183 +21,32 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from benchmark.atomic import atomic_write_bytes, atomic_write_text
-from benchmark.provenance import git_state, package_versions, python_and_host
+from benchmark.meta import (
+    STORE_VERSION,
+    CellMeta,
+    EvaluationEntry,
+    GitState,
+    Manifest,
+    ManifestCell,
+    ModelInfo,
+    Provenance,
+    provenance,
+)
 from benchmark.records import CellRecords
+from benchmark.verify import CellInvalid, Expected, content_checksum, verify_cell
+
+__all__ = ["META_KEY", "QUARANTINE", "STORE_VERSION", "CellInvalid", "CellMeta", "EvaluationEntry", "Expected",
+           "GitState", "Manifest", "ManifestCell", "ModelInfo", "Provenance", "Store", "VerifiedCells",
+           "content_checksum", "provenance"]
 
 logger = logging.getLogger(__name__)
 
 META_KEY = b"bench"
-STORE_VERSION = 2
-"""2: attack cells carry calibration records for every example (``cal_probs``) and notes."""
-
-
-class _Typed(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-
-class GitState(_Typed):
-    """The git checkout the package ran from."""
-
-    commit: str | None
-    """Commit hash (None outside a git checkout)."""
-    dirty: bool | None
-    """Tracked files differed from the commit."""
-
-
-class Provenance(_Typed):
-    """What produced a cell."""
-
-    versions: dict[str, str]
-    """Installed versions of the packages that can change results."""
-    git: GitState
-    """The harness's git state."""
-    device: str
-    """The torch device the cell ran on."""
-    seed: int
-    """The suite's seed."""
-    python: str
-    """Python version."""
-    host: str
-    """Host name of the machine (a Ray worker's host under the ray executor)."""
-
-
-def provenance(device: str, seed: int) -> Provenance:
-    """Provenance of cells computed now, here, on ``device``."""
-    return Provenance(versions=package_versions(), git=GitState(**git_state()), device=device, seed=seed,
-                      **python_and_host())
-
-
-class CellMeta(_Typed):
-    """The description and provenance stored with a cell's records."""
-
-    model: str
-    """The evaluated model's name (``<name>-seed<k>`` for a replica of a multi-seed recipe)."""
-    evaluation: str
-    """The evaluation's label (its ``name``, else its kind)."""
-    eps: float
-    """The radius of the cell (0 for evaluations without one)."""
-    eps_label: str
-    """The radius as written in tables (``8/255``, ``0.1``)."""
-    eps_index: int
-    """Position of ``eps`` in the evaluation's ascending eps list."""
-    fingerprint: str
-    """Hash of every input that changes the cell's result; the file's name."""
-    variant: str = ""
-    """Sub-cell of evaluations with more than eps (``contrast@3``); empty otherwise."""
-    attack: str
-    """The evaluation kind (the suite's ``attack:`` key)."""
-    params: dict[str, Any]
-    """The parameters that determine the result (as in the fingerprint)."""
-    norm: str
-    """Threat model of the radius (``Linf``, ``L2``)."""
-    loss: str
-    """The attack loss (empty for evaluations without one)."""
-    n: int
-    """Number of records (examples)."""
-    dataset: str
-    """Dataset name."""
-    split: str
-    """Dataset split."""
-    subset_hash: str
-    """Hash of the evaluated examples (indices, labels and images)."""
-    model_identity: dict[str, Any]
-    """What identifies the model's outputs: weights hash, architecture, normalization, ..."""
-    transfer_source: str | None = None
-    """The suite model whose adversarial examples a transfer evaluation uses."""
-    provenance: Provenance
-    """Versions, git state, device and host that produced the cell."""
-    notes: dict[str, Any] = Field(default_factory=dict)
-    """Cell-level facts from the evaluation: sub-attacks that ran, a backend's warnings, which points
-    calibration under attack is measured at (``CellRecords.notes``)."""
-    seconds: float
-    """Wall time of computing the cell."""
-    created: str
-    """Local time the cell was written (ISO 8601)."""
-    store_version: int = STORE_VERSION
-    """Version of the cell file layout."""
-
-
-class ManifestCell(_Typed):
-    """One planned cell, as listed in the manifest."""
-
-    model: str
-    """The evaluated model."""
-    evaluation: str
-    """The evaluation's label."""
-    attack: str
-    """The evaluation kind."""
-    eps: float
-    """The cell's radius."""
-    eps_label: str
-    """The radius as written in tables."""
-    eps_index: int
-    """Position of ``eps`` in the evaluation's eps list."""
-    fingerprint: str
-    """The cell file's name."""
-    variant: str = ""
-    """Sub-cell (``contrast@3``), or empty."""
-    norm: str
-    """Threat model."""
-    loss: str
-    """Attack loss, or empty."""
-
-
-class ModelInfo(_Typed):
-    """An evaluated model, as listed in the manifest."""
-
-    identity: dict[str, Any]
-    """What identifies its outputs (enters every fingerprint of its cells)."""
-    group: str
-    """The suite model it belongs to (replicas of a multi-seed recipe share one)."""
-    seed: int | None = None
-    """The replica's training seed, for multi-seed recipes."""
-    source: str
-    """Where its weights come from (``recipe:at``, ``robustbench:Name``, a file)."""
-    training: dict[str, float] = Field(default_factory=dict)
-    """Final training metrics of a recipe model."""
-    history: dict[str, Any] = Field(default_factory=dict)
-    """How a recipe model's training went, from its metadata: for AR-AdaLS ``adals`` (final smoothing
-    and edges, one record per update, and ``smoothing_per_epoch``: the smoothing per stratum each epoch
-    trained with) and, for ensembles, ``adals_members``; empty for other models."""
-
-
-class EvaluationEntry(_Typed):
-    """An evaluation of the suite: enough to rebuild its parameter object for the report."""
-
-    label: str
-    """Its label in tables."""
-    kind: str
-    """Its kind (registry name)."""
-    spec: dict[str, Any]
-    """Its validated parameters, as the kind's schema dumps them."""
-
-
-class Manifest(_Typed):
-    """The latest plan of a results folder: suite, models, evaluations and cells."""
-
-    suite: str
-    """The suite's name."""
-    suite_file: str
-    """The suite file the run read."""
-    suite_spec: dict[str, Any]
-    """The validated suite, as JSON (overrides applied)."""
-    evaluations: list[EvaluationEntry]
-    """Every evaluation, in suite order."""
-    cells: list[ManifestCell]
-    """Every planned cell, in execution order."""
-    models: dict[str, ModelInfo]
-    """Every evaluated model."""
-    metrics: list[str]
-    """Metrics the tables report."""
-    n_bins: int
-    """Bins of the binned calibration metrics."""
-    n_examples: int
-    """Number of evaluated examples."""
-    store_version: int = STORE_VERSION
-    """Version of the results-folder layout."""
+QUARANTINE = "quarantine"
+"""Folder under ``cells/`` where cells that fail verification are moved (never deleted)."""
 
 
 def _to_table(records: CellRecords, meta: CellMeta) -> pa.Table:
@@ -219,7 +70,10 @@ def _to_table(records: CellRecords, meta: CellMeta) -> pa.Table:
         cols["cal_valid"] = pa.array(np.asarray(cal_valid, dtype=bool))
     for k, v in records.extras.items():
         cols[f"x_{k}"] = pa.array(np.asarray(v))
-    table = pa.table(cols)
+    return _with_meta(pa.table(cols), meta)
+
+
+def _with_meta(table: pa.Table, meta: CellMeta) -> pa.Table:
     return table.replace_schema_metadata({META_KEY: json.dumps(meta.model_dump(mode="json"), sort_keys=True).encode()})
 
 
@@ -265,43 +119,93 @@ class Store:
         return self.path(fp).is_file()
 
     def write(self, records: CellRecords, meta: CellMeta) -> Path:
-        """Atomically write a cell under its fingerprint (replacing any previous file of that name)."""
+        """Atomically write a cell under its fingerprint (replacing any previous file of that name), with
+        its content checksum in the metadata and Parquet page checksums."""
         table = _to_table(records, meta)
+        meta = meta.model_copy(update={"checksum": content_checksum(table), "store_version": STORE_VERSION})
+        table = _with_meta(table, meta)
         path = self.path(meta.fingerprint)
-        atomic_write_bytes(path, lambda f: pq.write_table(table, f, compression="zstd"))
+        atomic_write_bytes(path, lambda f: pq.write_table(table, f, compression="zstd", write_page_checksum=True))
         return path
 
-    def read(self, fp: str) -> tuple[CellRecords, CellMeta]:
-        """Records and metadata of a cell.
+    def read(self, fp: str, expected: Expected | None = None) -> tuple[CellRecords, CellMeta]:
+        """Records and metadata of a cell, verified (see :func:`verify_cell`).
+
+        Args:
+            fp: the cell's fingerprint.
+            expected: what the cell must match; by default only its fingerprint (plus the checksum and
+                the internal consistency every read checks).
 
         Raises:
             FileNotFoundError: the cell was never written.
-            ValueError: the file is not a readable result cell (corrupt or foreign).
+            CellInvalid: (a ``ValueError``) the file is corrupt, foreign or fails verification.
         """
         path = self.path(fp)
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(path, page_checksum_verification=True)
             meta = CellMeta.model_validate_json(table.schema.metadata[META_KEY])
+            records = _from_table(table, meta.notes)
         except FileNotFoundError:
             raise
-        except (pa.ArrowException, OSError, KeyError, TypeError, ValidationError) as exc:
-            raise ValueError(f"{path}: not a readable result cell ({exc})") from exc
-        return _from_table(table, meta.notes), meta
+        except (pa.ArrowException, OSError, KeyError, TypeError, ValueError, ValidationError) as exc:
+            raise CellInvalid(path, f"not a readable result cell ({str(exc)[:300]})") from exc
+        problems = verify_cell(table, meta, records, expected or Expected(fp))
+        if problems:
+            raise CellInvalid(path, "; ".join(problems))
+        return records, meta
 
-    def read_records(self, fp: str) -> CellRecords:
+    def read_records(self, fp: str, expected: Expected | None = None) -> CellRecords:
         """The records of a cell (see :meth:`read`)."""
-        return self.read(fp)[0]
+        return self.read(fp, expected)[0]
 
-    def readable(self, fp: str) -> bool:
-        """The cell exists and can be read; a corrupt file is logged and treated as missing."""
-        if not self.has(fp):
+    def trusted(self, expected: Expected) -> bool:
+        """The cell exists and passes verification. A cell that fails is logged with the reason and moved
+        to ``cells/quarantine/`` (not deleted), so that it is recomputed."""
+        if not self.has(expected.fingerprint):
             return False
         try:
-            pq.read_metadata(self.path(fp))
+            self.read(expected.fingerprint, expected)
             return True
-        except (pa.ArrowException, OSError) as exc:
-            logger.warning("%s is corrupt (%s); it will be recomputed", self.path(fp), exc)
+        except CellInvalid as exc:
+            moved = self.quarantine(expected.fingerprint, exc.reason)
+            logger.warning("%s cannot be trusted: %s. Moved to %s; it will be recomputed", exc.path, exc.reason,
+                           moved)
             return False
+
+    def quarantine(self, fp: str, reason: str) -> Path:
+        """Move a cell's file to ``cells/quarantine/<fp>.<time>.parquet`` with a ``.txt`` saying why."""
+        folder = self.cells_dir / QUARANTINE
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / f"{fp}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}.parquet"
+        os.replace(self.path(fp), dest)
+        atomic_write_text(dest.with_suffix(".txt"), reason + "\n")
+        return dest
+
+    def readable(self, fp: str) -> bool:
+        """The cell exists and passes the checks that need nothing but the file (see :meth:`read`)."""
+        try:
+            self.read(fp)
+            return True
+        except FileNotFoundError:
+            return False
+        except CellInvalid as exc:
+            logger.warning("%s", exc)
+            return False
+
+    def sweep_temporary(self) -> list[Path]:
+        """Remove the temporary files of writes a kill interrupted (``.<name>.<random>.tmp``) from the
+        folder and ``cells/``; call only while holding the folder's lock."""
+        removed = []
+        for folder in (self.root, self.cells_dir):
+            for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+                try:
+                    tmp.unlink()
+                    removed.append(tmp)
+                except FileNotFoundError:
+                    pass
+        if removed:
+            logger.warning("removed %d temporary file(s) left by an interrupted write in %s", len(removed), self.root)
+        return removed
 
     def write_manifest(self, manifest: Manifest) -> None:
         """Atomically replace ``manifest.json``."""
@@ -325,3 +229,57 @@ class Store:
                              f"problem(s), first: {exc.errors()[0]['msg']} at "
                              f"{'.'.join(map(str, exc.errors()[0]['loc']))}). Rerun `bench run` on the suite to "
                              f"rewrite it; finished cells are reused.") from None
+
+
+class VerifiedCells:
+    """The cells a manifest lists, each read and verified once against the manifest (for reports).
+
+    A cell is trusted when its stored description matches the manifest's (fingerprint, the model's
+    identity, the subset hash and the number of examples) and it passes the checksum and consistency
+    checks. Cells that fail are never used and never moved (a report may run on a read-only folder);
+    :attr:`damaged` names them with the reason.
+
+    Args:
+        store: the results folder.
+        manifest: its manifest.
+    """
+
+    def __init__(self, store: Store, manifest: Manifest):
+        self.store = store
+        self.damaged: dict[str, str] = {}
+        """Fingerprint -> ``path: reason`` of every listed cell that exists but cannot be trusted."""
+        self._expected = {c.fingerprint: Expected(
+            c.fingerprint, manifest.models[c.model].identity if c.model in manifest.models else None,
+            manifest.subset_hash or None, manifest.n_examples) for c in manifest.cells}
+        self._cache: dict[str, tuple[CellRecords, CellMeta]] = {}
+
+    def read(self, fp: str) -> tuple[CellRecords, CellMeta]:
+        """Records and metadata of a listed cell.
+
+        Raises:
+            FileNotFoundError: not stored, or damaged (see :attr:`damaged`).
+        """
+        if fp not in self._cache:
+            if fp in self.damaged:
+                raise FileNotFoundError(self.damaged[fp])
+            try:
+                self._cache[fp] = self.store.read(fp, self._expected.get(fp, Expected(fp)))
+            except CellInvalid as exc:
+                self.damaged[fp] = str(exc)
+                logger.warning("%s", exc)
+                raise FileNotFoundError(str(exc)) from None
+        return self._cache[fp]
+
+    def read_records(self, fp: str) -> CellRecords:
+        """The records of a listed cell (see :meth:`read`)."""
+        return self.read(fp)[0]
+
+    def has(self, fp: str) -> bool:
+        """The cell is stored and trusted."""
+        if not self.store.has(fp):
+            return False
+        try:
+            self.read(fp)
+            return True
+        except FileNotFoundError:
+            return False

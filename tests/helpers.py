@@ -50,3 +50,44 @@ def make_suite(tmp_path: Path, cache: Path, models: str | None = None, evals: st
     p = tmp_path / f"{name}.yaml"
     p.write_text(yaml.safe_dump(suite))
     return p
+
+
+#: Twelve PGD cells of 40 steps on 120 examples: long enough for a test to stop a run midway.
+SLOW_EVALS = """
+  - attack: pgd
+    eps: [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.11, 0.12]
+    steps: 40
+    random_start: false
+"""
+
+
+def slow_suite(tmp_path: Path, cache: Path) -> Path:
+    """A suite named ``k`` of one small model and :data:`SLOW_EVALS`, its model already trained (so
+    that a signal sent to ``bench run`` lands during evaluation)."""
+    from benchmark.cli import main
+
+    suite = make_suite(tmp_path, cache, evals=SLOW_EVALS, n=120, name="k")
+    assert main(["train", str(suite), "--no-progress"]) == 0
+    return suite
+
+
+def bench_run(suite: Path, results_dir: Path, *extra: str) -> int:
+    """``bench run SUITE --results-dir RESULTS_DIR --no-progress [extra]`` in this process; its exit code."""
+    from benchmark.cli import main
+
+    return main(["run", str(suite), "--results-dir", str(results_dir), "--no-progress", *extra])
+
+
+def count_training(monkeypatch: object) -> list[str]:
+    """Patch the training loop to record the kind of every recipe trained from now on; the list it fills."""
+    from benchmark.training import loop
+
+    calls: list[str] = []
+    real = loop.train_recipe
+
+    def counting(spec: object, *args: object, **kwargs: object) -> object:
+        calls.append(spec.kind)  # type: ignore[attr-defined]
+        return real(spec, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "train_recipe", counting)  # type: ignore[attr-defined]
+    return calls

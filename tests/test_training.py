@@ -27,6 +27,7 @@ from benchmark.training.adals import (
     update_smoothing,
 )
 from benchmark.training.loop import ensure_trained, recipe_hash
+from helpers import count_training
 
 torch.set_num_threads(1)
 
@@ -162,14 +163,7 @@ def test_ensemble_recipe_saves_members_and_loads(tmp_path: Path) -> None:
 
 
 def test_recipe_cache_reuses_and_retrains_on_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    real = loop_module.train_recipe
-
-    def counting(spec: RecipeSpec, *args: Any, **kwargs: Any) -> Any:
-        calls.append(spec.kind)
-        return real(spec, *args, **kwargs)
-
-    monkeypatch.setattr(loop_module, "train_recipe", counting)
+    calls = count_training(monkeypatch)
     spec = recipe("entm", entropy_beta=0.5)
     first = train(spec, tmp_path)
     mtime = first.weights.stat().st_mtime_ns

@@ -2,13 +2,16 @@
 
 Nothing here ever executes code from a checkpoint: safetensors files hold raw tensors only, and
 PyTorch pickles are read with ``torch.load(weights_only=True)``, whose unpickler refuses any
-global (function or class) that is not a plain tensor building block. A file pinned with a
-sha256 is hashed before a single byte of it is deserialized.
+global (function or class) that is not a plain tensor building block. A file is read once: the
+bytes that are hashed (against a sha256 pin) are the bytes that are deserialized, so a file replaced
+on disk between the check and the load can never slip in.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import logging
 import pickle
 from collections.abc import Mapping, Sequence
@@ -30,6 +33,20 @@ CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 _MAX_LISTED = 10
 
 
+class Sha256MismatchError(CheckpointError):
+    """The bytes of a checkpoint do not have the sha256 they were expected (pinned or planned) to have.
+
+    Attributes:
+        path: the file.
+        expected: the expected hex digest.
+        actual: the digest of the bytes read.
+    """
+
+    def __init__(self, path: Path, expected: str, actual: str):
+        self.path, self.expected, self.actual = Path(path), expected, actual
+        super().__init__(f"{path}: sha256 mismatch, refusing to load it: expected {expected}, actual {actual}")
+
+
 def sha256_file(path: Path) -> str:
     """sha256 hex digest of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
@@ -37,6 +54,39 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    """sha256 hex digest of bytes already in memory."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_checkpoint_bytes(path: Path) -> bytes:
+    """The whole content of a checkpoint file, read once.
+
+    Raises:
+        CheckpointError: missing or unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read: {e}") from e
+
+
+def check_sha256(data: bytes, expected: str, path: Path) -> str:
+    """The sha256 of ``data``, after checking it equals ``expected`` (case and ``sha256:`` prefix ignored).
+
+    Raises:
+        Sha256MismatchError: another digest.
+    """
+    want = expected.strip().lower().removeprefix("sha256:")
+    actual = sha256_bytes(data)
+    if actual != want:
+        raise Sha256MismatchError(path, want, actual)
+    return actual
 
 
 def _listing(items: Sequence[str]) -> str:
@@ -70,9 +120,9 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in obj.items()}
 
 
-def _load_pickle(path: Path) -> object:
+def _load_pickle(data: bytes, path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
         # The weights-only unpickler names a disallowed GLOBAL when the file references code;
@@ -101,18 +151,42 @@ def _first_reason(msg: str) -> str:
     return lines[0] if lines else "no details"
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def _load_safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     try:
-        return load_file(str(path), device="cpu")
+        return load(data)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path} is corrupt or truncated (safetensors): {e}") from e
 
 
+def state_dict_from_bytes(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    """Deserialize the bytes of a checkpoint; ``path`` gives the format (its suffix) and names the file.
+
+    Raises:
+        CheckpointError: unsafe (would run code), corrupt, unsupported suffix, or not a dict of tensors.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == SAFETENSORS_SUFFIX:
+        obj: object = _load_safetensors(data, path)
+    elif suffix in PICKLE_SUFFIXES:
+        obj = _load_pickle(data, path)
+    else:
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint suffix '{path.suffix}'; use {SAFETENSORS_SUFFIX} "
+            f"(preferred) or one of {', '.join(PICKLE_SUFFIXES)}"
+        )
+    state = _unwrap(obj, path)
+    logger.debug("read %d tensors from %s", len(state), path)
+    return state
+
+
 def load_state_dict(path: Path, *, sha256: str | None = None) -> dict[str, torch.Tensor]:
     """Read a state dict from a ``.safetensors`` or weights-only PyTorch file.
+
+    The file is read once; the pin is checked on those bytes and the same bytes are deserialized.
 
     Args:
         path: checkpoint file (``.safetensors``, ``.pt``, ``.pth``, ``.bin`` or ``.ckpt``).
@@ -122,32 +196,14 @@ def load_state_dict(path: Path, *, sha256: str | None = None) -> dict[str, torch
         The tensors on CPU, unwrapped from ``state_dict``/``model_state_dict``/``model``/``net``.
 
     Raises:
-        CheckpointError: missing, pinned to another hash, unsafe (would run code), corrupt,
-            unsupported suffix, or not a dict of tensors.
+        CheckpointError: missing, unsafe (would run code), corrupt, unsupported suffix, or not a dict
+            of tensors; :class:`Sha256MismatchError` when pinned to another hash.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    data = read_checkpoint_bytes(path)
     if sha256 is not None:
-        expected = sha256.strip().lower()
-        actual = sha256_file(path)
-        if actual != expected:
-            raise CheckpointError(
-                f"{path}: sha256 mismatch, refusing to load it: expected {expected}, actual {actual}"
-            )
-    suffix = path.suffix.lower()
-    if suffix == SAFETENSORS_SUFFIX:
-        obj: object = _load_safetensors(path)
-    elif suffix in PICKLE_SUFFIXES:
-        obj = _load_pickle(path)
-    else:
-        raise CheckpointError(
-            f"{path}: unsupported checkpoint suffix '{path.suffix}'; use {SAFETENSORS_SUFFIX} "
-            f"(preferred) or one of {', '.join(PICKLE_SUFFIXES)}"
-        )
-    state = _unwrap(obj, path)
-    logger.debug("read %d tensors from %s", len(state), path)
-    return state
+        check_sha256(data, sha256, path)
+    return state_dict_from_bytes(data, path)
 
 
 def apply_key_map(
@@ -280,6 +336,33 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is corrupt or truncated (safetensors): {e}") from e
+
+
+def safetensors_metadata_from_bytes(data: bytes, path: Path) -> dict[str, str]:
+    """The string metadata in the header of safetensors bytes, after checking the header is whole.
+
+    Checks the header length, that the header is a JSON object and that the tensor data ends exactly
+    at the end of ``data`` (a truncated or padded file fails); the tensors themselves are not read.
+
+    Raises:
+        CheckpointError: a damaged header, or a size that does not match it.
+    """
+    try:
+        n = int.from_bytes(data[:8], "little")
+        if len(data) < 8 or n > len(data) - 8:
+            raise ValueError(f"header of {n} bytes announced, {len(data)} bytes in the file")
+        header = json.loads(data[8:8 + n])
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        meta = header.pop("__metadata__", None) or {}
+        end = max((int(t["data_offsets"][1]) for t in header.values()), default=0)
+        if 8 + n + end != len(data):
+            raise ValueError(f"tensor data ends at byte {8 + n + end}, the file has {len(data)}")
+    except (ValueError, KeyError, TypeError, IndexError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CheckpointError(f"{path} is corrupt or truncated (safetensors header): {e}") from e
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise CheckpointError(f"{path} is corrupt (safetensors header): metadata is not a map of strings")
+    return dict(meta)
 
 
 def weights_hash(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor]) -> str:

@@ -9,6 +9,10 @@ A few entries (e.g. ``Debenedetti2022Light_XCiT-S12``) are served through timm, 
 into torch hub's cache (``torch.hub.get_dir()/checkpoints/``); for those that cached file is the one
 that must exist.
 
+RobustBench opens the files itself, so the bytes it deserializes cannot be handed to it; with expected
+hashes, every file is hashed right before and right after RobustBench reads it, and a file that is
+not the expected one at either moment is refused.
+
 RobustBench models take ``[0, 1]`` inputs and normalize inside, as this project expects.
 """
 
@@ -18,13 +22,14 @@ import contextlib
 import logging
 import os
 import pickle
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from benchmark.errors import CheckpointError, LookupNameError, suggest
+from benchmark.models.checkpoint import Sha256MismatchError, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +141,7 @@ def load_robustbench(
     dataset: str = "cifar10",
     threat_model: str = "Linf",
     model_dir: Path,
+    sha256: Sequence[str] | None = None,
 ) -> nn.Module:
     """Load a RobustBench model from files already on disk, in eval mode.
 
@@ -145,12 +151,15 @@ def load_robustbench(
         threat_model: ``Linf``, ``L2`` or ``corruptions``.
         model_dir: RobustBench model folder; the checkpoint is expected at
             ``model_dir/<dataset>/<threat_model>/<name>.pt``.
+        sha256: expected digest of each of :func:`expected_files` (in that order); checked right
+            before and right after RobustBench reads them.
 
     Raises:
         LookupNameError: unknown name (with a suggestion among that dataset/threat model's models),
             dataset or threat model.
         CheckpointError: the checkpoint file is absent (never downloaded here), unsafe, corrupt, or
-            does not fit the architecture.
+            does not fit the architecture; :class:`Sha256MismatchError` when a file is not the
+            expected one before or after the load.
     """
     entries = _entries(dataset, threat_model)
     if name not in entries:
@@ -186,6 +195,7 @@ def load_robustbench(
 
     from robustbench.utils import load_model
 
+    _check_files(files, sha256)
     try:
         # Forces weights-only unpickling for every torch.load inside RobustBench and timm; the
         # opposite switch is cleared because torch refuses to load when both are set.
@@ -206,5 +216,26 @@ def load_robustbench(
             f"could not load RobustBench model '{name}' ({dataset}/{threat_model}) from {where}: "
             f"{type(e).__name__}: {lines[0] if lines else 'no details'}"
         ) from e
+    _check_files(files, sha256)
     logger.info("loaded RobustBench model %s (%s/%s) from %s", name, dataset, threat_model, files[0])
     return model.eval()
+
+
+def _check_files(files: Sequence[Path], sha256: Sequence[str] | None) -> None:
+    """Refuse when a file's sha256 is not the expected one (nothing to check without expected hashes).
+
+    Raises:
+        Sha256MismatchError: the first file that differs.
+    """
+    if sha256 is None:
+        return
+    if len(sha256) != len(files):
+        raise CheckpointError(f"{len(sha256)} expected sha256 digest(s) for {len(files)} file(s): "
+                              f"{', '.join(str(f) for f in files)}")
+    for path, expected in zip(files, sha256):
+        try:
+            actual = sha256_file(path)
+        except OSError as e:
+            raise CheckpointError(f"{path}: cannot be read to check its sha256: {e}") from e
+        if actual != expected.lower():
+            raise Sha256MismatchError(path, expected.lower(), actual)

@@ -24,7 +24,7 @@ from benchmark.report.seeds import seed_pivots, seed_summary
 from benchmark.report.compare import compare_table, compare_view
 from benchmark.report.tidy import WORST_CASE, manifest_evaluations, tidy_table
 from benchmark.report.uncertainty import uncertainty_tables
-from benchmark.store import Store
+from benchmark.store import Store, VerifiedCells
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class Report:
     calibration: pd.DataFrame
     missing: int
     inputs: ReportInputs
+    damaged: dict[str, str] = field(default_factory=dict)
+    """Cells listed in the manifest that exist but cannot be trusted (fingerprint -> ``path: reason``)."""
     tables: list[Table] = field(default_factory=list)
     seeds: pd.DataFrame = field(default_factory=pd.DataFrame)
     seed_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -58,13 +60,15 @@ def build_report(results: Path) -> Report:
     store = Store(results)
     manifest = store.read_manifest()
     evaluations = manifest_evaluations(manifest)
-    tidy, missing = tidy_table(store, manifest, evaluations)
-    inputs = ReportInputs(tidy=tidy, manifest=manifest, evaluations=evaluations, read=store.read_records,
-                          stored=store.has)
+    cells = VerifiedCells(store, manifest)  # every cell verified once; damaged ones named, never used
+    tidy, missing = tidy_table(cells, manifest, evaluations)
+    inputs = ReportInputs(tidy=tidy, manifest=manifest, evaluations=evaluations, read=cells.read_records,
+                          stored=cells.has)
     # Calibration at points an attack returned without maximizing its loss is reported apart.
-    report = Report(tidy, robust_pivot(tidy), calibration_pivot(tidy[tidy.points != "returned"]), missing, inputs)
+    report = Report(tidy, robust_pivot(tidy), calibration_pivot(tidy[tidy.points != "returned"]),
+                    missing - len(cells.damaged), inputs, cells.damaged)
     report.tables += uncertainty_tables(tidy)
-    compare = compare_table(manifest, evaluations, store.read_records, store.has)
+    compare = compare_table(manifest, evaluations, cells.read_records, cells.has)
     if not compare.empty:
         report.tables.append(Table("compare", compare.set_index("evaluation"),
                                    "Paired comparisons (McNemar's exact test on per-example verdicts; n.s.: p >= 0.05)",
@@ -197,4 +201,8 @@ def render_terminal(report: Report, title: str, width: int = 120) -> str:
     out += audit_terminal(report.audit, title)
     if report.missing:
         out.append(f"\n({report.missing} planned cell(s) not in the store yet: run the suite to fill them in)")
+    if report.damaged:
+        out.append(f"\n{len(report.damaged)} stored cell(s) cannot be trusted and are left out of every table "
+                   f"(`bench run` on the suite moves them aside and recomputes them):")
+        out += [f"  {reason[:500]}" for reason in report.damaged.values()]
     return "\n".join(out)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from benchmark.evaluations import evaluation_class
 from benchmark.evaluations.base import Evaluation, Row
-from benchmark.store import Manifest, Store
+from benchmark.store import Manifest, Store, VerifiedCells
 from benchmark.fields import eps_label
 
 logger = logging.getLogger(__name__)
@@ -51,18 +51,24 @@ def _order_key(models: list[str], evals: list[str]) -> Any:
     return key
 
 
-def tidy_table(store: Store, manifest: Manifest, evaluations: dict[str, Evaluation]) -> tuple[pd.DataFrame, int]:
+def tidy_table(cells: Store | VerifiedCells, manifest: Manifest,
+               evaluations: dict[str, Evaluation]) -> tuple[pd.DataFrame, int]:
     """One row per (model, evaluation, eps, metric) from the cells listed in the manifest.
 
+    Args:
+        cells: where the cells are read from (a store is read through :class:`VerifiedCells`).
+
     Returns:
-        The table and the number of planned cells not (yet) in the store.
+        The table and the number of planned cells not (yet) in the store, or damaged.
     """
+    if isinstance(cells, Store):
+        cells = VerifiedCells(cells, manifest)
     rows: list[dict[str, Any]] = []
     missing = 0
     verdicts: Verdicts = {}
     for cell in manifest.cells:
         try:
-            records, meta = store.read(cell.fingerprint)
+            records, meta = cells.read(cell.fingerprint)
         except FileNotFoundError:
             missing += 1
             continue

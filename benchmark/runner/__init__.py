@@ -33,7 +33,8 @@ def manifest_of(suite: Suite, suite_file: str, plan: Plan, run: RunContext) -> M
         cells=[c.manifest_entry(evs[c.evaluation]) for c in plan.cells],
         models={n: ModelInfo(identity=m.identity, group=replicas[n].group, seed=replicas[n].seed, **m.info)
                 for n, m in run.models.items()},
-        metrics=list(suite.metrics), n_bins=suite.n_bins, n_examples=len(run.data.indices))
+        metrics=list(suite.metrics), n_bins=suite.n_bins, n_examples=len(run.data.indices),
+        subset_hash=run.data.subset_hash)
 
 
 def run_suite(suite: Suite, suite_file: str, results_dir: Path, *, progress: bool = True) -> RunSummary:

@@ -22,6 +22,7 @@ from benchmark.evaluations.context import BatchMemory, Context, forward_records
 from benchmark.records import CellRecords
 from benchmark.runner.models import ResolvedModel, load_resolved
 from benchmark.runner.plan import Group
+from benchmark.store import Expected
 from benchmark.suite.schema import Suite
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,12 @@ class RunContext:
             rec.index = d.indices.astype(np.int64)
             self._clean[name] = rec
         return self._clean[name]
+
+    def expected(self, fingerprint: str, model: str) -> Expected:
+        """What a stored cell of ``model`` must match to be reused in this run (see ``Store.read``)."""
+        d = self.data
+        return Expected(fingerprint, self.models[model].identity, d.subset_hash, len(d.indices),
+                        d.indices.astype(np.int64), d.y.cpu().numpy().astype(np.int64))
 
     def context(self, group: Group) -> Context:
         """The context a kind computes ``group``'s cells with."""

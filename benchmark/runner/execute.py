@@ -1,10 +1,14 @@
 """Running one group of cells: what every executor does with a (model, evaluation), wherever it runs.
 
-A cell whose file is present and readable is skipped (present = done). A missing cell is computed by
-its evaluation kind, from the records of the cell it starts from when it has one (the previous eps of
-a cascade: from memory, or from the store after a resume), and written atomically. A failure stops
-the rest of the group (later cells of a cascade need its survivors) and is reported, not raised, so
-that the other groups still run.
+A cell whose file is present and passes verification is skipped (present and verified = done; see
+``Store.trusted``: a file that fails is moved aside and recomputed). A missing cell is computed by its
+evaluation kind, from the records of the cell it starts from when it has one (the previous eps of a
+cascade: from memory, or from the store after a resume, verified again), and written atomically. A
+failure stops the rest of the group (later cells of a cascade need its survivors) and is reported, not
+raised, so that the other groups still run. Two kinds of failure are bad input rather than a failed
+cell: a model that cannot be loaded (``CheckpointError``: the group's result says ``bad_input``, and
+the executor reports it once per model, exit 2) and a results folder that cannot be written
+(``WriteError``: raised, the run stops, exit 2).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.errors import BenchError
+from benchmark.atomic import WriteError
+from benchmark.errors import BenchError, CheckpointError
 from benchmark.evaluations.base import CellKey, Evaluation
 from benchmark.records import CellRecords
 from benchmark.runner.context import RunContext
@@ -43,6 +48,8 @@ class GroupResult:
     computed: int = 0
     error: str | None = None
     traceback: str | None = None
+    bad_input: bool = False
+    """The error is bad input (the model's checkpoint cannot be loaded), not a failed computation."""
 
 
 @dataclass
@@ -54,17 +61,21 @@ class RunSummary:
     reused: int = 0
     computed: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
+    bad_input: dict[str, str] = field(default_factory=dict)
+    """Per model whose checkpoint could not be loaded, the error (its groups did not run)."""
 
     @property
     def ok(self) -> bool:
         """Every cell is done."""
-        return not self.failures
+        return not self.failures and not self.bad_input
 
     def add(self, result: GroupResult) -> None:
-        """Count a group's cells and keep its failure."""
+        """Count a group's cells and keep its failure (a model's bad input once)."""
         self.reused += result.reused
         self.computed += result.computed
-        if result.error is not None:
+        if result.bad_input:
+            self.bad_input.setdefault(result.model, result.error or "")
+        elif result.error is not None:
             self.failures.append({"model": result.model, "evaluation": result.evaluation, "error": result.error,
                                   "traceback": result.traceback or ""})
 
@@ -89,19 +100,23 @@ def run_group(group: Group, run: RunContext, store: Store, prov: Provenance, on_
     last: dict[str, CellRecords] = {}
     try:
         for cell in group.cells:
-            if store.readable(cell.fingerprint):
+            if store.trusted(run.expected(cell.fingerprint, cell.model)):
                 result.reused += 1
                 on_cell(cell, False)
                 continue
             previous = None
             if cell.after is not None:
-                previous = last.get(cell.after) or store.read_records(cell.after)
+                previous = last.get(cell.after) or store.read_records(cell.after, run.expected(cell.after, cell.model))
             start = time.perf_counter()
             records = ev.compute(ctx, CellKey(cell.eps, cell.eps_index, cell.variant), previous)
             store.write(records, cell_meta(run, ev, cell, records, prov, time.perf_counter() - start))
             last = {cell.fingerprint: records}
             result.computed += 1
             on_cell(cell, True)
+    except WriteError:
+        raise  # the results folder cannot take cells: no other group can store its work either
+    except CheckpointError as exc:
+        result.error, result.bad_input = str(exc), True
     except CELL_ERRORS as exc:
         # One broken model or attack must not cost the other groups; the error is reported and the
         # exit code says that something failed.

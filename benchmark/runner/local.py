@@ -28,6 +28,10 @@ class LocalExecutor:
                     bar.update(1)
 
                 bar.set_postfix_str(f"{group.model} / {group.evaluation}")
+                if any(m in summary.bad_input for m in group.models):
+                    # A model that could not be loaded fails every group the same way; said once.
+                    bar.update(len(group.cells))
+                    continue
                 result = run_group(group, run, store, prov, on_cell)
                 summary.add(result)
                 bar.update(len(group.cells) - reported)  # cells a failure left undone

@@ -4,6 +4,10 @@ The identity of a model (what enters the fingerprints of its cells) is computed 
 the model: the sha256 of its weights file plus everything that changes how the file is turned into
 a network (architecture, normalization, key mapping). A rerun can therefore skip finished cells
 without loading anything.
+
+Loading checks that identity: the bytes deserialized are hashed and must be the bytes hashed when
+the run started (a file overwritten mid-run is refused), so every stored cell was computed with the
+weights its fingerprint names.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from torch import nn
 from benchmark.data import dataset_info
 from benchmark.errors import CheckpointError, suggest
 from benchmark.models.architectures import build_architecture
-from benchmark.models.checkpoint import apply_key_map, load_into, load_state_dict, sha256_file
+from benchmark.models.checkpoint import Sha256MismatchError, apply_key_map, load_into, load_state_dict, sha256_file
 from benchmark.models.zoo import expected_files, load_robustbench, robustbench_names
 from benchmark.suite.models import CheckpointModel, RecipeModel, RobustBenchModel
 from benchmark.suite.schema import Suite
 from benchmark.training.ensemble import build_recipe_model
-from benchmark.training.loop import CachedModel, ensure_trained, training_history
+from benchmark.training.loop import CachedModel, cache_paths, ensure_trained, training_history
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +115,8 @@ def resolve_model(name: str, spec: Any, suite: Suite, suite_file: str, *, device
         dataset = spec.recipe.dataset or suite.data.dataset
         cached = ensure_trained(spec.recipe, dataset, cache_dir=suite.cache_dir, data_dir=suite.data.data_dir,
                                 download=suite.data.download, device=device, progress=progress, label=name)
-        identity = {"source": "recipe", "sha256": sha256_file(cached.weights), "arch": spec.recipe.arch,
+        # The digest of the bytes that were checked against the recipe (read once).
+        identity = {"source": "recipe", "sha256": cached.sha256, "arch": spec.recipe.arch,
                     "normalization": spec.recipe.normalization.model_dump() if spec.recipe.normalization else None}
         return ResolvedModel(name, spec, cached.weights, identity,
                              {"source": f"recipe:{spec.recipe.kind}", "training": cached.meta.get("metrics", {}),
@@ -122,15 +127,23 @@ def resolve_model(name: str, spec: Any, suite: Suite, suite_file: str, *, device
 def load_resolved(model: ResolvedModel, suite: Suite, suite_file: str, device: torch.device) -> nn.Module:
     """Build the network of a resolved model and load its weights (never executing code from a file).
 
+    The weights must be the ones :func:`resolve_model` hashed: the bytes loaded are hashed and
+    compared with ``model.identity["sha256"]`` (RobustBench files: right before and after loading).
+
     Raises:
-        CheckpointError: corrupt file, or keys/shapes that do not fit the architecture.
+        CheckpointError: a weights file that changed since the run started, a corrupt file, or
+            keys/shapes that do not fit the architecture.
     """
     spec = model.spec
     key = f"{suite_file}: models.{model.name}"
     info = dataset_info(suite.data.dataset)
     if isinstance(spec, RobustBenchModel):
-        net = load_robustbench(spec.robustbench, dataset=spec.dataset or suite.data.dataset,
-                               threat_model=spec.threat_model, model_dir=spec.model_dir)
+        try:
+            net = load_robustbench(spec.robustbench, dataset=spec.dataset or suite.data.dataset,
+                                   threat_model=spec.threat_model, model_dir=spec.model_dir,
+                                   sha256=model.identity["sha256"])
+        except Sha256MismatchError as exc:
+            raise _changed(exc, f"{key}.robustbench") from None
     else:
         if isinstance(spec, CheckpointModel):
             norm, strip, rename = spec.normalization, list(spec.strip_prefixes), spec.rename
@@ -141,23 +154,41 @@ def load_resolved(model: ResolvedModel, suite: Suite, suite_file: str, device: t
             strip, rename = [], {}
             net = build_recipe_model(spec.recipe, info.num_classes, info.input_shape[0], info.input_shape[1])
         try:
-            state = apply_key_map(load_state_dict(model.weights), strip_prefixes=strip, rename=rename)
-            load_into(net, state, source=f"{key} ({model.weights})")
+            state = load_state_dict(model.weights, sha256=model.identity["sha256"])
+            load_into(net, apply_key_map(state, strip_prefixes=strip, rename=rename), source=f"{key} ({model.weights})")
+        except Sha256MismatchError as exc:
+            raise _changed(exc, f"{key}.{'checkpoint' if isinstance(spec, CheckpointModel) else 'recipe'}") from None
         except CheckpointError as exc:
             msg = str(exc)
             raise CheckpointError(msg if key in msg else f"{key}: {msg}") from None
     return EvalOnly(net).to(device)
 
 
-def train_recipes(suite: Suite, *, device: torch.device, progress: bool = True) -> dict[str, CachedModel]:
-    """Train (or find cached) every recipe model of the suite, one per seed of multi-seed models."""
-    out = {}
+def _changed(exc: Sha256MismatchError, key: str) -> CheckpointError:
+    """The error for a weights file that is not the one hashed when the run started."""
+    return CheckpointError(f"{key}: {exc.path} changed since the run started (sha256 {exc.expected} when planned, "
+                           f"{exc.actual} now); refusing to load it, since the cells of this run are stored "
+                           f"under the planned hash. Restore the file, or rerun to plan with the new one.")
+
+
+def train_recipes(suite: Suite, *, device: torch.device, progress: bool = True,
+                  force: bool = False) -> dict[str, CachedModel]:
+    """Train (or find cached and verified) every recipe model of the suite, one per seed of multi-seed models.
+
+    Args:
+        force: train every recipe again even when a valid cache entry exists (once per distinct recipe).
+    """
+    out: dict[str, CachedModel] = {}
+    forced: set[Path] = set()
     for name, replica in suite.replicas().items():
         spec = replica.spec
         if isinstance(spec, RecipeModel):
-            out[name] = ensure_trained(spec.recipe, spec.recipe.dataset or suite.data.dataset,
-                                       cache_dir=suite.cache_dir, data_dir=suite.data.data_dir,
-                                       download=suite.data.download, device=device, progress=progress, label=name)
+            dataset = spec.recipe.dataset or suite.data.dataset
+            weights = cache_paths(spec.recipe, dataset, suite.cache_dir)[0]
+            out[name] = ensure_trained(spec.recipe, dataset, cache_dir=suite.cache_dir, data_dir=suite.data.data_dir,
+                                       download=suite.data.download, device=device, progress=progress, label=name,
+                                       force=force and weights not in forced)
+            forced.add(weights)
     return out
 
 

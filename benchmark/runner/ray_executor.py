@@ -29,6 +29,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from benchmark.atomic import WriteError
 from benchmark.errors import BenchError
 from benchmark.runner.context import EvalData, RunContext, resolve_device
 from benchmark.runner.execute import GroupResult, RunSummary, run_group
@@ -192,6 +193,8 @@ class RayExecutor:
             # The worker died (and its retries too), or the task raised before running a cell. The cells
             # it wrote before are stored; count them from what it reported.
             cause = getattr(exc, "cause", None)
+            if isinstance(cause, WriteError):
+                raise cause from None  # the results folder takes no more cells: stop the run (exit 2)
             message = f"{type(cause).__name__}: {cause}" if cause is not None else f"{type(exc).__name__}: {exc}"
             flags = [reported[c.fingerprint] for c in group.cells if c.fingerprint in reported]
             return GroupResult(group.model, group.evaluation, reused=flags.count(False), computed=flags.count(True),

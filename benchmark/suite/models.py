@@ -8,9 +8,16 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from benchmark.errors import clip
 from benchmark.models import ARCHITECTURES
 from benchmark.fields import Normalization, StrictModel, check_name
 from benchmark.training.spec import RecipeSpec
+
+MAX_SEED = 2**63 - 1
+"""Largest seed (suite, recipe, evaluation, multi-seed ``seeds``); seeds are >= 0. Every RNG the harness seeds
+(numpy, torch) takes it, and so do int64 columns."""
+MAX_NAME_CHARS = 100
+"""Longest suite, model or evaluation name: they become folder names and table labels."""
 
 
 class CheckpointModel(StrictModel):
@@ -58,13 +65,15 @@ class RecipeModel(StrictModel):
 
     source: ClassVar[str] = "recipe"
     recipe: RecipeSpec
-    seeds: tuple[int, ...] | None = Field(None, min_length=1, description="train and evaluate one replica per seed")
+    seeds: tuple[Annotated[int, Field(ge=0, le=MAX_SEED)], ...] | None = Field(
+        None, min_length=1, max_length=100, description="train and evaluate one replica per seed (at most 100 "
+                                                        "seeds, each 0 to 2**63 - 1)")
 
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
         if v is not None and len(set(v)) != len(v):
-            raise ValueError(f"seeds must be distinct, got {list(v)}")
+            raise ValueError(f"seeds must be distinct, got {clip(list(v))}")
         return v
 
 

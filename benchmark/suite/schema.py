@@ -17,14 +17,19 @@ from pydantic import Field, PlainValidator, SerializeAsAny, field_validator, mod
 from pydantic_core import PydanticCustomError
 
 from benchmark.data import DATASETS, dataset_info
-from benchmark.errors import LookupNameError
+from benchmark.errors import LookupNameError, clip
 from benchmark.evaluations import evaluation_class, usable_names
 from benchmark.evaluations.audit import AuditEval
 from benchmark.evaluations.base import Evaluation, SuiteFacts
 from benchmark.fields import Eps
 from benchmark.metrics import METRICS
 from benchmark.fields import StrictModel, check_name
-from benchmark.suite.models import ModelReplica, ModelSpec, RecipeModel, RobustBenchModel
+from benchmark.suite.models import MAX_NAME_CHARS, MAX_SEED, ModelReplica, ModelSpec, RecipeModel, RobustBenchModel
+
+MAX_BINS = 1000
+"""Most bins of any binning (calibration ``n_bins``, the robustness evaluation's ``bins``)."""
+MAX_EPS_VALUES = 64
+"""Most distinct radii of one eps list (an evaluation's ``eps``, a recipe's ``adals.eps_grid``)."""
 
 
 class DataSpec(StrictModel):
@@ -108,7 +113,8 @@ def _evaluation(value: Any) -> Evaluation:
     try:
         cls = evaluation_class(str(name))
     except LookupNameError as exc:
-        raise PydanticCustomError("unknown_attack", "{message}", {"key": "attack", "message": str(exc)}) from None
+        message = str(exc).replace(str(name), clip(name))
+        raise PydanticCustomError("unknown_attack", "{message}", {"key": "attack", "message": message}) from None
     return cls.model_validate(value)  # type: ignore[no-any-return]
 
 
@@ -123,7 +129,8 @@ def _default_metrics() -> tuple[str, ...]:
 class Suite(StrictModel):
     """A benchmark suite: one dataset, several models, several evaluations, a set of metrics."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="results go to <results-dir>/<name>")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=MAX_NAME_CHARS,
+                      description=f"results go to <results-dir>/<name>; at most {MAX_NAME_CHARS} characters")
     description: str = ""
 
     @field_validator("name")
@@ -131,10 +138,11 @@ class Suite(StrictModel):
     def _not_a_relative_path(cls, v: str) -> str:
         # `..` (or `.`) would put the results folder outside <results-dir>, or be the folder itself.
         if set(v) == {"."}:
-            raise ValueError(f"suite name '{v}' is a relative path, not a name; use letters or digits")
+            raise ValueError(f"suite name '{clip(v)}' is a relative path, not a name; use letters or digits")
         return v
 
-    seed: int = Field(0, description="seed of the evaluated subset, and of every evaluation that sets no seed")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the evaluated subset, and of every evaluation that "
+                                                       "sets no seed; 0 to 2**63 - 1")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$",
                         description="auto | cpu | cuda | cuda:N | mps")
     batch_size: int = Field(256, ge=1, description="batch size of every evaluation that sets none")
@@ -142,7 +150,7 @@ class Suite(StrictModel):
     models: dict[str, ModelSpec] = Field(min_length=1)
     evaluations: list[EvaluationSpec] = Field(min_length=1)
     metrics: tuple[str, ...] = Field(default_factory=_default_metrics)
-    n_bins: int = Field(15, ge=2, description="bins of the calibration metrics")
+    n_bins: int = Field(15, ge=2, le=MAX_BINS, description=f"bins of the calibration metrics; 2 to {MAX_BINS}")
     cache_dir: Path = Field(Path("models/recipes"), description="where trained recipe checkpoints are cached")
     runtime: Runtime = Field(default_factory=Runtime, description="executor settings; never part of a result")
     audit: AuditSpec = Field(default_factory=AuditSpec, description="the gradient-masking audit (on by default)")
@@ -180,8 +188,11 @@ class Suite(StrictModel):
     def _model_names(cls, v: dict[str, Any]) -> dict[str, Any]:
         for name in v:
             if not re.match(r"^[A-Za-z0-9_.+-]+$", name) or set(name) == {"."}:
-                raise ValueError(f"model name '{name}' may only use letters, digits and _ . + - (and not "
+                raise ValueError(f"model name '{clip(name)}' may only use letters, digits and _ . + - (and not "
                                  f"only dots)")
+            if len(name) > MAX_NAME_CHARS:
+                raise ValueError(f"model name '{clip(name)}' has {len(name)} characters; at most "
+                                 f"{MAX_NAME_CHARS} are allowed")
         return v
 
     @field_validator("metrics")
@@ -218,21 +229,60 @@ class Suite(StrictModel):
         return next(r.name for r in self.replicas().values() if r.group == model)
 
 
-RESERVED_LABELS = frozenset({"worst-case"})
-"""Evaluation names the report generates rows under (``benchmark.report.tidy.WORST_CASE``)."""
+RESERVED_LABELS = frozenset({"worst-case", "clean", "audit"})
+"""Evaluation names the report gives rows of its own meaning: ``worst-case`` (``benchmark.report.tidy.WORST_CASE``)
+for every evaluation; ``clean`` (the report's clean column and comparisons) and ``audit`` (the audit entry the
+``audit:`` section appends) for every evaluation but the kind of that name."""
+_RESERVED_FOR = {"worst-case": "the report's worst-case rows", "clean": "the clean evaluation's rows",
+                 "audit": "the gradient-masking audit that the 'audit:' section appends"}
+
+
+_SEED_RANGE = "a seed must be from 0 to 2**63 - 1, got {}"
+
+
+def _limit_problems(suite: Suite) -> list[tuple[str, str]]:
+    """Caps on values of fields the evaluation kinds and training specs declare (``benchmark.evaluations``,
+    ``benchmark.training.spec``): seeds, eps lists, bins, name lengths."""
+    problems: list[tuple[str, str]] = []
+    for i, ev in enumerate(suite.evaluations):
+        seed = getattr(ev, "seed", None)
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            problems.append((f"evaluations[{i}].seed", _SEED_RANGE.format(clip(seed))))
+        eps = getattr(ev, "eps", None)
+        if isinstance(eps, tuple) and len(eps) > MAX_EPS_VALUES:
+            problems.append((f"evaluations[{i}].eps", f"{len(eps)} distinct eps; at most {MAX_EPS_VALUES} are "
+                                                      f"allowed"))
+        bins = getattr(ev, "bins", None)
+        n_bins = bins if isinstance(bins, int) else len(bins) + 1 if isinstance(bins, tuple) else 0
+        if n_bins > MAX_BINS:
+            problems.append((f"evaluations[{i}].bins", f"{n_bins} bins; at most {MAX_BINS} are allowed"))
+        if len(ev.label) > MAX_NAME_CHARS:
+            problems.append((f"evaluations[{i}].name", f"name has {len(ev.label)} characters; at most "
+                                                       f"{MAX_NAME_CHARS} are allowed"))
+    for name, spec in suite.models.items():
+        if not isinstance(spec, RecipeModel):
+            continue
+        if not 0 <= spec.recipe.seed <= MAX_SEED:
+            problems.append((f"models.{name}.recipe.seed", _SEED_RANGE.format(clip(spec.recipe.seed))))
+        grid = spec.recipe.adals.eps_grid if spec.recipe.adals is not None else ()
+        if len(grid) > MAX_EPS_VALUES:
+            problems.append((f"models.{name}.recipe.adals.eps_grid", f"{len(grid)} distinct eps; at most "
+                                                                     f"{MAX_EPS_VALUES} are allowed"))
+    return problems
 
 
 def cross_field_problems(suite: Suite) -> list[tuple[str, str]]:
-    """Checks that span sections: names, references between entries, eps ranges, shapes."""
-    problems: list[tuple[str, str]] = []
+    """Checks that span sections: names, references between entries, eps ranges, shapes, caps."""
+    problems: list[tuple[str, str]] = _limit_problems(suite)
     labels = [e.label for e in suite.evaluations]
+    reserved = [label in RESERVED_LABELS and label != e.kind for label, e in zip(labels, suite.evaluations)]
     for i, label in enumerate(labels):
-        if label in RESERVED_LABELS:
-            problems.append((f"evaluations[{i}].name", f"'{label}' is a name the report gives its own rows; "
-                                                       f"choose another 'name'"))
-        elif labels.index(label) != i:
+        if reserved[i]:
+            problems.append((f"evaluations[{i}].name", f"'{label}' names {_RESERVED_FOR[label]}; choose another "
+                                                       f"'name'"))
+        elif labels.index(label) != i and not reserved[labels.index(label)]:
             problems.append((f"evaluations[{i}].name",
-                             f"evaluation name '{label}' is used twice; give each a distinct 'name'"))
+                             f"evaluation name '{clip(label)}' is used twice; give each a distinct 'name'"))
     info = dataset_info(suite.data.dataset)
     facts = SuiteFacts(models=tuple(suite.models), kinds=tuple(e.kind for e in suite.evaluations),
                        dataset=suite.data.dataset, input_shape=info.input_shape, num_classes=info.num_classes)

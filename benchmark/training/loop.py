@@ -1,8 +1,11 @@
 """The training loop shared by every recipe, and the recipe cache.
 
 A recipe model is trained once and cached as ``<cache_dir>/<kind>-<arch>-<hash>.safetensors`` with a
-JSON file beside it (recipe, data hash, seed, final metrics). The hash covers the whole recipe and the
-dataset name, so changing one hyperparameter trains a new model and an unchanged recipe never retrains.
+JSON file beside it (recipe, recipe hash, data hash, seed, final metrics). The hash covers the whole
+recipe and the dataset name, so changing one hyperparameter trains a new model and an unchanged recipe
+never retrains. A cache entry is only used after checking that both files belong to the recipe (the
+recipe hash in the safetensors header and in the JSON) and that the weights load; an entry that fails
+is moved aside (``<name>.bad-<time>``) with a warning and the recipe is trained again.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from tqdm.auto import tqdm
 from benchmark.atomic import atomic_write_text
 from benchmark.data import DatasetInfo, dataset_info, load_dataset
 from benchmark.data.arrays import ArrayDataset, eval_subset
-from benchmark.models.checkpoint import save_safetensors
+from benchmark.errors import BenchError, CheckpointError
+from benchmark.models.checkpoint import (read_checkpoint_bytes, safetensors_metadata_from_bytes, save_safetensors,
+                                         sha256_bytes, state_dict_from_bytes)
 from benchmark.training.adals import AdaLSState
 from benchmark.training.adversary import (
     Adversary,
@@ -47,21 +52,28 @@ TRAINING_CODE_VERSION = 1
 
 @dataclass(frozen=True)
 class CachedModel:
-    """Where a trained recipe model lives and what was recorded about its training."""
+    """Where a trained recipe model lives and what was recorded about its training.
+
+    Attributes:
+        weights: the safetensors file.
+        meta: the JSON beside it.
+        sha256: digest of the weights file's bytes that were checked against the recipe.
+    """
 
     weights: Path
     meta: dict[str, Any]
+    sha256: str = ""
 
 
-def _hashed_recipe(spec: RecipeSpec) -> dict[str, Any]:
-    """The recipe fields that enter its hash.
+def _hashed_recipe(spec: RecipeSpec | dict[str, Any]) -> dict[str, Any]:
+    """The fields of a recipe (or of its JSON dump, as a cache entry records it) that enter its hash.
 
     Fields added after the first release (``hr_alpha``, ``adals``, ``ensemble``) are left out where
     they cannot change the weights (a kind that does not read them, no block, one member), so the
     checkpoints cached before they existed keep their hash and are not retrained.
     """
-    dump = spec.model_dump(mode="json")
-    if "hr_alpha" not in RECIPES.get(spec.kind).uses:
+    dump = dict(spec) if isinstance(spec, dict) else spec.model_dump(mode="json")
+    if "hr_alpha" not in RECIPES.get(dump["kind"]).uses:
         dump.pop("hr_alpha", None)
     if dump.get("adals") is None:
         dump.pop("adals", None)
@@ -70,8 +82,8 @@ def _hashed_recipe(spec: RecipeSpec) -> dict[str, Any]:
     return dump
 
 
-def recipe_hash(spec: RecipeSpec, dataset: str) -> str:
-    """Stable hash of everything that determines the trained weights."""
+def recipe_hash(spec: RecipeSpec | dict[str, Any], dataset: str) -> str:
+    """Stable hash of everything that determines the trained weights (of a recipe or its JSON dump)."""
     payload = {"recipe": _hashed_recipe(spec), "dataset": dataset, "code": TRAINING_CODE_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -82,12 +94,66 @@ def cache_paths(spec: RecipeSpec, dataset: str, cache_dir: Path) -> tuple[Path, 
     return cache_dir / f"{stem}.safetensors", cache_dir / f"{stem}.json"
 
 
-def find_cached(spec: RecipeSpec, dataset: str, cache_dir: Path) -> CachedModel | None:
-    """The cached model of this recipe, or None if it was never trained (or only half written)."""
+def find_cached(spec: RecipeSpec, dataset: str, cache_dir: Path, *, label: str = "") -> CachedModel | None:
+    """The cached model of this recipe, checked against it; None if there is no usable one.
+
+    None when it was never trained or only half written (a JSON without weights: those are written
+    last). An entry that fails :func:`verify_cached` is moved aside to ``<name>.bad-<time>`` with a
+    warning saying why, and None is returned: it is retrained.
+    """
     weights, meta = cache_paths(spec, dataset, cache_dir)
-    if weights.is_file() and meta.is_file():
-        return CachedModel(weights, json.loads(meta.read_text()))
-    return None
+    if not weights.is_file():
+        return None
+    try:
+        return verify_cached(spec, dataset, weights, meta)
+    except CheckpointError as exc:
+        moved = _move_aside([weights, meta])
+        logger.warning("recipe %s: the cached entry %s is not this recipe's model or is damaged (%s); moved it "
+                       "aside to %s and training it again", label or spec.kind, weights, exc,
+                       ", ".join(str(m) for m in moved))
+        return None
+
+
+def verify_cached(spec: RecipeSpec, dataset: str, weights: Path, meta_path: Path) -> CachedModel:
+    """Check a cache entry against its recipe, reading the weights file once.
+
+    Checks: the JSON parses and records this recipe (its ``recipe_hash``, and the hash of its
+    ``recipe`` and ``dataset``: entries written before ``recipe_hash`` was stored have only those);
+    the safetensors header records this recipe's hash; the file is whole and its tensors load.
+
+    Returns:
+        The entry, with the sha256 of the bytes checked.
+
+    Raises:
+        CheckpointError: why the entry is not this recipe's model, naming the file.
+    """
+    expected = recipe_hash(spec, dataset)
+    try:
+        meta = json.loads(meta_path.read_text())
+        noted = {meta.get("recipe_hash", expected), recipe_hash(meta["recipe"], meta["dataset"])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, BenchError) as e:
+        raise CheckpointError(f"{meta_path}: missing, not JSON or without a recipe ({type(e).__name__}: {e})") from e
+    if noted != {expected}:
+        raise CheckpointError(f"{meta_path}: records recipe hash {', '.join(sorted(noted - {expected}))}, "
+                              f"expected {expected}")
+    data = read_checkpoint_bytes(weights)
+    found = safetensors_metadata_from_bytes(data, weights).get("recipe_hash")
+    if found != expected:
+        raise CheckpointError(f"{weights}: its header records recipe hash {found}, expected {expected} "
+                              f"(a file of another recipe copied over this one?)")
+    state_dict_from_bytes(data, weights)  # a whole header is not enough: the tensors must load
+    return CachedModel(weights, meta, sha256_bytes(data))
+
+
+def _move_aside(paths: list[Path]) -> list[Path]:
+    """Rename the files that exist to ``<name>.bad-<time>`` (never over an earlier one); the new paths."""
+    stamp, moved = time.strftime("%Y%m%d-%H%M%S"), []
+    for path in (p for p in paths if p.exists()):
+        target, k = path.with_name(f"{path.name}.bad-{stamp}"), 1
+        while target.exists():
+            target, k = path.with_name(f"{path.name}.bad-{stamp}-{k}"), k + 1
+        moved.append(path.replace(target))
+    return moved
 
 
 def _lr_at(spec: RecipeSpec, step: int, total: int, steps_per_epoch: int) -> float:
@@ -261,6 +327,7 @@ def train_recipe(spec: RecipeSpec, dataset: str, *, data_dir: Path, download: bo
                                                           spec.adversarial.eps, spec.seed, bs, device)
     meta: dict[str, Any] = {
         "recipe": spec.model_dump(mode="json"),
+        "recipe_hash": recipe_hash(spec, dataset),
         "dataset": dataset,
         "train_hash": train_hash,
         "val_hash": val_hash,
@@ -296,18 +363,29 @@ def training_history(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def ensure_trained(spec: RecipeSpec, dataset: str, *, cache_dir: Path, data_dir: Path, download: bool,
-                   device: torch.device, progress: bool = True, label: str = "") -> CachedModel:
-    """Return the cached model of a recipe, training and caching it first if needed."""
-    cached = find_cached(spec, dataset, cache_dir)
+                   device: torch.device, progress: bool = True, label: str = "", force: bool = False) -> CachedModel:
+    """Return the cached model of a recipe (checked against it), training and caching it first if needed.
+
+    Args:
+        force: train again even when a valid entry exists; the new weights replace it.
+
+    Raises:
+        CheckpointError: the entry just written does not read back as this recipe's model.
+    """
+    cached = None if force else find_cached(spec, dataset, cache_dir, label=label)
     if cached is not None:
         logger.info("recipe %s: cached at %s", label or spec.kind, cached.weights)
         return cached
+    if force:
+        logger.info("recipe %s: training again on request (force)", label or spec.kind)
     model, meta = train_recipe(spec, dataset, data_dir=data_dir, download=download, device=device,
                                progress=progress, label=label)
     weights, meta_path = cache_paths(spec, dataset, cache_dir)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    # Metadata first, weights last: a weights file present means the entry is complete.
+    # Metadata first, weights last: a weights file present means the entry is complete. An entry being
+    # replaced (force) loses its weights first, so that a kill in between never pairs old weights with new JSON.
+    weights.unlink(missing_ok=True)
     atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_safetensors(state, weights, {"recipe_hash": recipe_hash(spec, dataset), "recipe": json.dumps(meta["recipe"])})
-    return CachedModel(weights, meta)
+    return verify_cached(spec, dataset, weights, meta_path)
