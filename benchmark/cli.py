@@ -268,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--evaluation", nargs="+", help="only these evaluations (e.g. clean worst-case pgd)")
     c.set_defaults(func=cmd_compare)
 
+    from benchmark.check.cli import add_parser as add_check_parser  # torch-free
+
+    add_check_parser(sub)
+
     d = sub.add_parser("download", help="fetch a suite's dataset files and RobustBench weights (needs internet)")
     suite_args(d)
     d.set_defaults(func=cmd_download)
