@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import socket
 import sys
@@ -25,8 +24,6 @@ from filelock import FileLock, Timeout
 
 from benchmark.atomic import WriteError, atomic_write_text, write_problem
 from benchmark.errors import BenchError
-
-logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
 HOLDER_NAME = ".lock.holder"

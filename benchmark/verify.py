@@ -71,8 +71,7 @@ def _canonical(value: Any) -> str:
 
 
 def _mismatch(what: str, stored: Any, expected: Any) -> str:
-    text = f"{what} is {stored!s:.80}, but the cell asked for has {expected!s:.80}"
-    return text
+    return f"{what} is {stored!s:.80}, but the cell asked for has {expected!s:.80}"
 
 
 def verify_cell(table: pa.Table, meta: CellMeta, records: CellRecords, expected: Expected) -> list[str]:

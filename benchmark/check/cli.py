@@ -18,24 +18,24 @@ from benchmark.check.rules import DEFAULT_CONFIDENCE, DEFAULT_FLOOR, DEFAULT_MET
 EXIT_OK, EXIT_REGRESSION = 0, 1
 
 
-def _confidence(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.5 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0.5, 1), got {text}")
-    return value
+def _fraction(low: float, high: float, what: str):  # noqa: ANN202 - an argparse type
+    """An argparse type: a number in ``[low, high)``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value < high:
+            raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}), got {text}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
 
 
-def _floor(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+_confidence = _fraction(0.5, 1, "confidence")
+_floor = _fraction(0, 1, "floor")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
