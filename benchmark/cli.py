@@ -94,22 +94,35 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_report(results: Path, title: str) -> bool:
+def _print_report(results: Path, title: str, formats: list[str] | None = None, suite_file: str | None = None) -> bool:
     """Print a results folder's tables and write their files (when the folder can be written).
+
+    Without ``formats``: the terminal tables, and every table, figure and the HTML report written. With
+    ``formats`` (``bench report --format``): only those paper outputs, the LaTeX and Markdown tables
+    printed as well.
 
     Returns:
         Every listed cell that is stored could be trusted (False: the damaged ones are named).
     """
     from benchmark.atomic import WriteError
     from benchmark.report import build_report, render_terminal, write_report
+    from benchmark.report.paper import ALL_FORMATS, build_tables, report_spec, write_paper
+    from benchmark.report.paper_text import to_latex, to_markdown
 
     report = build_report(results)
-    print(render_terminal(report, title))
+    spec = report_spec(report, suite_file)
+    if not formats:
+        print(render_terminal(report, title))
     try:
-        paths = write_report(report, results)
-        print(f"\nTables written to {results}/ ({', '.join(p.name for p in paths)})")
+        paths = write_report(report, results) + write_paper(report, results, spec, list(ALL_FORMATS)) \
+            if not formats else write_paper(report, results, spec, formats)
+        print(f"\n{'Tables' if not formats else 'Written'} to {results}/ "
+              f"({', '.join(str(p.relative_to(results)) for p in paths)})", file=sys.stderr if formats else sys.stdout)
     except WriteError as exc:
         print(f"\nTables not written ({exc})", file=sys.stderr)
+    for fmt, render in (("latex", to_latex), ("markdown", to_markdown)):
+        if fmt in (formats or ()):
+            print("\n".join(render(t) for t in build_tables(report, spec)))
     for reason in report.damaged.values():
         print(f"error: {reason[:500]}", file=sys.stderr)
     return not report.damaged
@@ -165,9 +178,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise BenchError(f"{results}: not a results folder (no manifest.json); run `bench run SUITE` first")
     try:
         with _locked(args, results):
-            trusted = _print_report(results, results.name)
+            trusted = _print_report(results, results.name, args.format, args.suite)
     except WriteError:  # a read-only folder (no lock file possible): print the tables, write nothing
-        trusted = _print_report(results, results.name)
+        trusted = _print_report(results, results.name, args.format, args.suite)
     except (OSError, ValueError) as exc:
         raise BenchError(str(exc)[:2000]) from None
     return EXIT_OK if trusted else EXIT_BAD_INPUT
@@ -260,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="re-render the tables of a results folder (no recomputation)")
     rep.add_argument("results", help="a results folder, e.g. results/digits")
     rep.add_argument("--no-wait", action="store_true", help="fail at once if a run is using the folder")
+    rep.add_argument("--format", action="append", choices=["latex", "markdown", "csv", "html"],
+                     help="write only these paper outputs (repeatable): the report: block's tables as "
+                          "paper/NAME.tex|md|csv (LaTeX and Markdown also printed), or report.html with the "
+                          "figures (paper/*.png|pdf); without it, everything")
+    rep.add_argument("--suite", metavar="FILE", help="take the report: block from this suite file instead of the "
+                                                     "suite the results were run with (checked against them)")
     rep.set_defaults(func=cmd_report)
 
     c = sub.add_parser("compare", help="paired tests (McNemar) between the models of a results folder")

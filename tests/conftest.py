@@ -57,3 +57,63 @@ def tiny_digits() -> ArrayDataset:
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A recipe cache shared by the tests of one module (each trains its small models once)."""
     return tmp_path_factory.mktemp("recipes")
+
+
+#: The suite of :func:`paper_results`: multi-seed models, attacks at several eps, the robustness search,
+#: corruptions and a ``report:`` block: every paper table, figure and the HTML report have data.
+PAPER_SUITE = """
+name: paper
+device: cpu
+batch_size: 64
+data: {dataset: digits, n_examples: 60}
+x-train: &train {arch: mlp, epochs: 3, batch_size: 64, optimizer: {name: adam, lr: 0.01}}
+models:
+  std: {seeds: [0, 1], recipe: {<<: *train, kind: standard}}
+  ls: {seeds: [0, 1], recipe: {<<: *train, kind: ls, label_smoothing: 0.2}}
+  at: {recipe: {<<: *train, kind: at, adversarial: {eps: 0.1, norm: Linf, steps: 2, step_size: 0.05}}}
+evaluations:
+  - attack: clean
+  - attack: fgsm
+    eps: [0.05, 0.1]
+  - attack: pgd
+    eps: [0.05, 0.1, 0.2]
+    steps: 3
+  - attack: robustness
+    max_eps: 0.2
+    grid: 2
+    bisection_steps: 1
+    steps: 2
+    restarts: 1
+    bins: 3
+  - attack: corruption
+    corruptions: [gaussian_noise, contrast]
+    severities: [1, 3, 5]
+metrics: [accuracy, ece, nll]
+audit: {enabled: false}
+report:
+  tables:
+    - name: main
+      caption: Accuracy under attack
+      columns:
+        - {evaluation: clean, label: Clean}
+        - {evaluation: pgd, eps: [0.05, 0.1], label: PGD-3}
+        - {evaluation: clean, metric: ece}
+      rows:
+        - {group: Plain, models: [std, ls]}
+        - {group: Adversarial, models: [at]}
+  figures:
+    robust_accuracy: [worst-case, pgd]
+    reliability: {evaluation: pgd, eps: 0.1}
+"""
+
+
+@pytest.fixture(scope="session")
+def paper_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A results folder of :data:`PAPER_SUITE` (run once per test session; treat it as read-only)."""
+    from benchmark.cli import main
+
+    root = tmp_path_factory.mktemp("paper")
+    suite = root / "paper.yaml"
+    suite.write_text(PAPER_SUITE.replace("device: cpu", f"device: cpu\ncache_dir: {root / 'recipes'}"))
+    assert main(["run", str(suite), "--results-dir", str(root / "results"), "--no-progress"]) == 0
+    return root / "results" / "paper"

@@ -346,3 +346,57 @@ def test_shipped_leaderboard_is_built_from_the_source() -> None:
     if not SOURCE.is_file():
         pytest.skip(f"{SOURCE} is not here")
     assert package_file().read_text() == build(SOURCE)
+
+
+# --- check.json, for report.html ------------------------------------------------------------------------------
+
+def test_check_json_records_the_command_settings_verdict_and_rows(folders: tuple[Path, Path], tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import json
+    import tempfile
+
+    results, baseline = folders
+    check(capsys, results, "--write-baseline", baseline)
+    assert not (results / "check.json").exists()  # writing a baseline checks nothing
+    write_tidy(results, with_value(base_rows(), "a", "pgd", 0.40, 0.1))  # 0.50 -> 0.40: a regression
+    rc, _ = check(capsys, results, "--baseline", baseline, "--confidence", "0.95", "--strict")
+    assert rc == 1
+    record = json.loads((results / "check.json").read_text(encoding="utf-8"))
+    assert record["command"] == f"bench check {results} --baseline {baseline} --confidence 0.95 --floor 0.005 --strict"
+    assert (record["mode"], record["baseline"], record["leaderboard"]) == ("baseline", str(baseline), None)
+    assert record["created"][:4].isdigit() and "T" in record["created"]
+    assert (record["confidence"], record["floor"], record["strict"]) == (0.95, 0.005, True)
+    assert (record["exit_code"], record["passed"]) == (1, False) and record["verdict"].startswith("bench check FAILED")
+    assert record["counts"] == {"ok": 4, "regression": 1, "improvement": 0, "rows": 5}
+    keys = [(r["model"], r["evaluation"], r["eps"], r["metric"]) for r in record["rows"]]
+    assert len(keys) == 5 and ("a", "pgd", 0.1, "robust_accuracy") in keys
+    bad = [r for r in record["rows"] if r["failing"]]
+    assert len(bad) == 1 and bad[0]["status"] == "regression" and (bad[0]["model"], bad[0]["eps"]) == ("a", 0.1)
+    assert (bad[0]["reference"], bad[0]["value"], bad[0]["difference"]) == pytest.approx((0.5, 0.4, -0.1))
+    assert bad[0]["tolerance"].startswith("±") and bad[0]["tol_low"] == pytest.approx(bad[0]["tol_high"])
+    assert bad[0]["shown"]["value"] == "40.00" and bad[0]["eps_label"] == "Linf 0.1"
+
+    rb = rb_folder(tmp_path / "rb", {"std": "Standard"}, [
+        row("std", "clean", "accuracy", 0.9471),
+        row("std", "aa", "robust_accuracy", 0.0, eps=E8, norm_="Linf", attack="autoattack")])
+    assert check(capsys, rb, "--leaderboard", "robustbench")[0] == 0
+    record = json.loads((rb / "check.json").read_text(encoding="utf-8"))
+    assert (record["mode"], record["leaderboard"], record["passed"], record["exit_code"]) == \
+           ("leaderboard", "robustbench", True, 0)
+
+    # A folder that cannot be written: a warning, and the check's own exit code.
+    (results / "check.json").unlink()
+    real = tempfile.mkstemp
+
+    def read_only(*args: object, **kwargs: object) -> tuple[int, str]:
+        if "check.json" in str(kwargs.get("prefix", "")):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    rc, out = check(capsys, results, "--baseline", baseline)
+    assert rc == 1 and "Traceback" not in out
+    assert "warning:" in out and "cannot write check.json: Read-only file system" in out
+    assert not (results / "check.json").exists()

@@ -4,6 +4,9 @@ Exit codes: 0 every checked row within tolerance; 1 a regression (or, with ``--s
 improvement beyond tolerance: a stale baseline), the rows at fault printed as a table; 2 bad input
 (a missing or unreadable file, a baseline row or leaderboard cell the results lack, an unknown
 name), raised as :class:`~benchmark.errors.BenchError` for the main CLI to report without a traceback.
+After every comparison (not after ``--write-baseline`` alone) the results folder gets ``check.json``
+(:func:`~benchmark.check.output.check_record`); when the folder cannot be written, a warning says so
+and the exit code stays the check's.
 Nothing heavy is imported until the command runs.
 """
 
@@ -71,11 +74,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Run ``bench check`` with parsed arguments; returns the exit code (bad input raises ``BenchError``)."""
-    from benchmark.atomic import atomic_write_text
+    import json
+
+    from benchmark.atomic import WriteError, atomic_write_text
     from benchmark.check.gate import combine, compare_baseline
     from benchmark.check.inputs import read_results, read_rows, write_baseline
     from benchmark.check.leaderboard import compare_leaderboard
-    from benchmark.check.output import junit_xml, legend, markdown_summary, terminal_table, verdict
+    from benchmark.check.output import (
+        CHECK_JSON,
+        check_record,
+        junit_xml,
+        legend,
+        markdown_summary,
+        terminal_table,
+        verdict,
+    )
 
     baseline, written = getattr(args, "baseline", None), getattr(args, "write_baseline", None)
     leaderboard = getattr(args, "leaderboard", None)
@@ -115,7 +128,29 @@ def cmd_check(args: argparse.Namespace) -> int:
         atomic_write_text(Path(args.junit), junit_xml(result, strict))
     if getattr(args, "markdown", None):
         atomic_write_text(Path(args.markdown), markdown_summary(result, strict))
-    if result.failed(strict):
+    code = EXIT_REGRESSION if result.failed(strict) else EXIT_OK
+    record = check_record(result, strict, command=_command(args), baseline=baseline, leaderboard=leaderboard,
+                          confidence=confidence, floor=floor, exit_code=code)
+    try:  # for report.html; a read-only results folder still gets its verdict
+        atomic_write_text(results / CHECK_JSON, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    except WriteError as exc:
+        print(f"warning: {exc}; the check's verdict stands", file=sys.stderr)
+    if code == EXIT_REGRESSION:
         print(f"exit {EXIT_REGRESSION}: see the rows at fault above", file=sys.stderr)
-        return EXIT_REGRESSION
-    return EXIT_OK
+    return code
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line of a parsed ``bench check``, as a user would type it (for ``check.json``)."""
+    import shlex
+
+    argv = ["bench", "check", str(args.results)]
+    for flag in ("baseline", "write_baseline", "leaderboard", "confidence", "floor", "junit", "markdown"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            argv += [f"--{flag.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
+    if getattr(args, "metrics", None):
+        argv += ["--metrics", *args.metrics]
+    if getattr(args, "strict", False):
+        argv.append("--strict")
+    return shlex.join(argv)

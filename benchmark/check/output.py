@@ -1,4 +1,4 @@
-"""How a check's rows are shown: a terminal table, a JUnit XML file and a Markdown summary.
+"""How a check's rows are shown: a terminal table, a JUnit XML file, a Markdown summary and ``check.json``.
 
 Proportions (accuracy, robust accuracy) are shown in percent, their differences and tolerances in
 percentage points (pp); other metrics in their own units. A tolerance is ``±t`` when symmetric
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from benchmark.check.gate import CheckResult
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 
 DISPLAY_COLUMNS = ["model", "evaluation", "eps", "metric", "against", "reference", "value", "difference", "tolerance",
                    "status"]
+CHECK_JSON = "check.json"
+"""Written into the results folder after every comparison (:func:`check_record`); ``report.html`` shows it."""
 _MD_SPECIAL = re.compile(r"([\\|_*`\[\]<>])")
 
 
@@ -142,3 +145,50 @@ def markdown_summary(result: CheckResult, strict: bool) -> str:
         lines += [table.to_markdown(index=False, tablefmt="github", disable_numparse=True), "",
                   _md_escape(legend())]
     return "\n".join(lines) + "\n"
+
+
+def _finite(x: object) -> float | None:
+    """A number for JSON: None for NaN or infinity (``json`` would write invalid ``NaN``)."""
+    try:
+        value = float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def check_record(result: CheckResult, strict: bool, *, command: str, baseline: str | None,
+                 leaderboard: str | None, confidence: float, floor: float, exit_code: int) -> dict:
+    """What ``check.json`` holds: the command and when it ran, its settings, the verdict and every checked row.
+
+    Each row has the raw numbers (fractions for proportions, as in ``tidy.csv``), the tolerance as
+    ``tol_low`` / ``tol_high`` and, under ``shown``, the strings the terminal prints (percent and
+    percentage points for proportions); ``failing`` marks the rows that set the exit code.
+
+    Args:
+        result: the combined comparisons.
+        strict: whether improvements beyond tolerance fail.
+        command: the command line, as a user would type it.
+        baseline: the baseline file compared with, or None.
+        leaderboard: the leaderboard compared with (``robustbench``), or None.
+        confidence: the tolerances' confidence.
+        floor: the smallest tolerance.
+        exit_code: the command's exit code.
+    """
+    mode = " + ".join(what for what, given in (("baseline", baseline), ("leaderboard", leaderboard)) if given)
+    bad = {REGRESSION, IMPROVEMENT} if strict else {REGRESSION}
+    rows = []
+    for (_, r), (_, d) in zip(result.rows.iterrows(), display(result.rows).iterrows()):
+        rows.append({"model": str(r["model"]), "evaluation": d["evaluation"], "eps": _finite(r["eps"]),
+                     "eps_label": d["eps"], "metric": str(r["metric"]), "against": str(r["against"]),
+                     "reference": _finite(r["reference"]), "value": _finite(r["value"]),
+                     "difference": _finite(r["difference"]), "tol_low": _finite(r["tol_low"]),
+                     "tol_high": _finite(r["tol_high"]), "tolerance": d["tolerance"], "n": _finite(r["n"]),
+                     "status": str(r["status"]), "failing": r["status"] in bad,
+                     "shown": {k: d[k] for k in ("reference", "value", "difference", "tolerance")}})
+    created = datetime.now().astimezone().isoformat(timespec="seconds")
+    return {"command": command, "created": created, "mode": mode, "baseline": baseline, "leaderboard": leaderboard,
+            "sources": list(result.sources), "confidence": confidence, "floor": floor, "strict": strict,
+            "passed": not result.failed(strict), "exit_code": exit_code, "verdict": verdict(result, strict),
+            "counts": {OK: result.count(OK), REGRESSION: result.count(REGRESSION),
+                       IMPROVEMENT: result.count(IMPROVEMENT), "rows": len(result.rows)},
+            "notes": list(result.notes), "legend": legend(), "rows": rows}

@@ -165,6 +165,9 @@ class PGDEval(AttackCascade):
     loss: AttackLossName = "ce"
     seed: int | None = Field(None, description="seed of the random starts; the suite's seed if absent")
 
+    def settings(self) -> str:
+        return super().settings() + ("" if self.step_size is not None else ", step size 2.5 eps/steps")
+
 
 @EVALUATIONS.register("autoattack", help="AutoAttack (pyautoattack): standard version or a custom list of its attacks.")
 class AutoAttackEval(AttackCascade):
@@ -185,6 +188,12 @@ class AutoAttackEval(AttackCascade):
         if self.version == "standard" and self.attacks:
             raise ValueError("'attacks' is only used with version 'custom'")
         return self
+
+    def settings(self) -> str:
+        attacks = self.attacks or ("apgd-ce", "apgd-t", "fab-t", "square")
+        names = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab": "FAB", "fab-t": "FAB-T",
+                 "square": "Square"}
+        return f"{self.version} version ({', '.join(names[a] for a in attacks)}; pyautoattack), norm {self.norm}"
 
     def summary_rows(self, records: CellRecords, eps: float) -> list[tuple[str, float, int]]:
         """``broken_by:<sub-attack>`` rows: the fraction of examples each sub-attack broke first."""

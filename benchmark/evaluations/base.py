@@ -34,6 +34,16 @@ if TYPE_CHECKING:
     from benchmark.store import Manifest
 
 
+def _setting(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return "/".join(_setting(v) for v in value)
+    if isinstance(value, dict):
+        return "(" + ", ".join(f"{k} {_setting(v)}" for k, v in value.items()) + ")"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 @dataclass(frozen=True)
 class CellKey:
     """Which cell of an evaluation: its eps (position in the eps list) and variant."""
@@ -164,6 +174,12 @@ class Evaluation(StrictModel):
     def loss_name(self) -> str:
         """The attack loss ("" for evaluations without one)."""
         return getattr(self, "loss", "")
+
+    def settings(self) -> str:
+        """The attack's settings in a few words for a table caption (``steps 20, restarts 1, loss ce``):
+        every parameter that enters the cells, the radii left out (the table's columns show them)."""
+        params = self.model_dump(exclude=set(self._not_params) | {"seed"} | set(self._report_only), exclude_none=True)
+        return ", ".join(f"{k.replace('_', ' ')} {_setting(v)}" for k, v in params.items())
 
     @property
     def variants(self) -> tuple[str, ...]:

@@ -8,7 +8,6 @@ evaluation kind contributes are written as CSV, Markdown and LaTeX, and shown in
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from benchmark.report.audit import audit_table, audit_terminal, write_audit
 from benchmark.report.figures import plot_robustness
 from benchmark.report.pivots import calibration_pivot, robust_pivot
 from benchmark.report.seeds import seed_pivots, seed_summary
+from benchmark.report.text import md_escape
 from benchmark.report.compare import compare_table, compare_view
 from benchmark.report.tidy import WORST_CASE, manifest_evaluations, tidy_table
 from benchmark.report.uncertainty import uncertainty_tables
@@ -84,27 +84,18 @@ def build_report(results: Path) -> Report:
     return report
 
 
-#: Characters that end a Markdown table cell (``|``) or start emphasis, code or a link in one; a model
-#: named ``a|b`` or ``my_net_v2`` must not break or restyle the table.
-_MD_SPECIAL = re.compile(r"([\\|_*`\[\]<>])")
-
-
-def _md_escape(value: object) -> object:
-    return _MD_SPECIAL.sub(r"\\\1", value) if isinstance(value, str) else value
-
-
 def markdown(df: pd.DataFrame, **kwargs: Any) -> str:
     """``df.to_markdown(**kwargs)`` with every label and text cell escaped for Markdown (numbers untouched)."""
     out = df.copy()
-    out.columns = out.columns.map(lambda c: _md_escape(str(c)))
+    out.columns = out.columns.map(lambda c: md_escape(str(c)))
     if isinstance(out.index, pd.MultiIndex):
-        out.index = pd.MultiIndex.from_tuples([tuple(_md_escape(v) for v in t) for t in out.index],
-                                              names=[_md_escape(n) for n in out.index.names])
+        out.index = pd.MultiIndex.from_tuples([tuple(md_escape(v) for v in t) for t in out.index],
+                                              names=[md_escape(n) for n in out.index.names])
     else:
-        out.index = out.index.map(_md_escape).rename(_md_escape(out.index.name))
+        out.index = out.index.map(md_escape).rename(md_escape(out.index.name))
     for col in out.columns:
         if not pd.api.types.is_numeric_dtype(out[col]):
-            out[col] = out[col].map(_md_escape)
+            out[col] = out[col].map(md_escape)
     return out.to_markdown(**kwargs) + "\n"
 
 

@@ -24,6 +24,7 @@ from benchmark.evaluations.base import Evaluation, SuiteFacts
 from benchmark.fields import Eps
 from benchmark.metrics import METRICS
 from benchmark.fields import StrictModel, check_name
+from benchmark.suite.report_spec import ReportSpec, report_problems
 from benchmark.suite.models import MAX_NAME_CHARS, MAX_SEED, ModelReplica, ModelSpec, RecipeModel, RobustBenchModel
 
 MAX_BINS = 1000
@@ -154,6 +155,8 @@ class Suite(StrictModel):
     cache_dir: Path = Field(Path("models/recipes"), description="where trained recipe checkpoints are cached")
     runtime: Runtime = Field(default_factory=Runtime, description="executor settings; never part of a result")
     audit: AuditSpec = Field(default_factory=AuditSpec, description="the gradient-masking audit (on by default)")
+    report: ReportSpec = Field(default_factory=ReportSpec, description="paper tables and figures (presentation "
+                                                                       "only; never part of a result)")
 
     @model_validator(mode="after")
     def _append_the_audit(self) -> Suite:
@@ -314,6 +317,8 @@ def cross_field_problems(suite: Suite) -> list[tuple[str, str]]:
                 problems.append((f"models.{name}.robustbench", f"RobustBench has no models for dataset "
                                                                f"'{rb_dataset}'"))
     names = list(suite.models)
+    problems += report_problems(suite.report, names, {e.label: (e.kind, e.eps_values) for e in suite.evaluations
+                                                      if e.kind != "audit"}, list(suite.metrics))
     for name, spec in suite.models.items():
         for seed in getattr(spec, "seeds", None) or ():
             if f"{name}-seed{seed}" in names:
