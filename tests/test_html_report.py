@@ -52,7 +52,7 @@ TIMEOUT = 60.0  # seconds for one protocol answer; a cold start on a loaded 2-co
 def paper_inputs(results: Path, report: Any) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, Path]]]:
     """The paper tables and figures ``bench report --format html`` embeds: ``(id, caption, html)`` and
     ``(id, caption, png)``."""
-    tables = [(f"table-{t.name}", t.caption, to_html(t)) for t in build_tables(report, report_spec(report))]
+    tables = [(f"table-{t.name}", t.title, to_html(t)) for t in build_tables(report, report_spec(report))]
     figures = [(f"fig-{stem}", stem, results / PAPER_DIR / f"{stem}.png") for stem in FIGURES]
     return tables, figures
 

@@ -73,7 +73,7 @@ def write_paper(report: Report, results: Path, spec: ReportSpec, formats: list[s
         written += paths
         if "html" in formats:
             pngs = [(f"fig-{p.stem}", _figure_caption(p.stem), p) for p in paths if p.suffix == ".png"]
-            written.append(write_html(report, results, tables=[(f"table-{t.name}", t.caption, to_html(t))
+            written.append(write_html(report, results, tables=[(f"table-{t.name}", t.title, to_html(t))
                                                                 for t in tables], figures=pngs))
     return written
 

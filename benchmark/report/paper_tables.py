@@ -83,6 +83,8 @@ class PaperTable:
     """``(group heading, model)`` in order; the heading is ``""`` for ungrouped rows."""
     values: dict[tuple[str, int], Value] = field(default_factory=dict)
     """``(model, column position) -> value``; absent where the results have no rows for it."""
+    title: str = ""
+    """A short heading: the suite's caption (its first sentence is the full caption's), else the name."""
 
     def decimals(self, col: int) -> int:
         """Decimals of a column: 1 for percentages and values of 10 or more, else 3."""
@@ -167,6 +169,7 @@ def _build(spec: TableSpec, tidy: pd.DataFrame, manifest: Manifest, evaluations:
         if spec.bold:
             _bold(table, c)
     table.caption = _caption(spec, table, tidy, manifest, evaluations)
+    table.title = spec.caption.rstrip(". ") or spec.name
     return table
 
 
