@@ -7,13 +7,13 @@ percentage points (pp); other metrics in their own units. A tolerance is ``±t``
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from benchmark.check.gate import CheckResult
 from benchmark.check.rules import IMPROVEMENT, OK, REGRESSION, RULES
+from benchmark.escape import md_escape
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -22,7 +22,6 @@ DISPLAY_COLUMNS = ["model", "evaluation", "eps", "metric", "against", "reference
                    "status"]
 CHECK_JSON = "check.json"
 """Written into the results folder after every comparison (:func:`check_record`); ``report.html`` shows it."""
-_MD_SPECIAL = re.compile(r"([\\|_*`\[\]<>])")
 
 
 def _scale(metric: str) -> tuple[float, str]:
@@ -129,21 +128,17 @@ def junit_xml(result: CheckResult, strict: bool) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def _md_escape(value: object) -> object:
-    return _MD_SPECIAL.sub(r"\\\1", value) if isinstance(value, str) else value
-
-
 def markdown_summary(result: CheckResult, strict: bool) -> str:
     """A short pull-request comment: the verdict, the counts and the rows not ok (or that all are)."""
     mark = "❌" if result.failed(strict) else "✅"
-    lines = [f"{mark} **{_md_escape(verdict(result, strict))}**", ""]
+    lines = [f"{mark} **{md_escape(verdict(result, strict))}**", ""]
     not_ok = result.rows[result.rows["status"] != OK]
     if not_ok.empty:
         lines.append(f"All {len(result.rows)} rows within tolerance.")
     else:
-        table = display(not_ok).map(_md_escape)
+        table = display(not_ok).map(md_escape)
         lines += [table.to_markdown(index=False, tablefmt="github", disable_numparse=True), "",
-                  _md_escape(legend())]
+                  md_escape(legend())]
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from benchmark.atomic import atomic_write_text
 from benchmark.report.paper_tables import PaperTable, long_form
-from benchmark.report.text import md_escape, tex_escape
+from benchmark.escape import md_escape, tex_escape
 
 FORMATS = {"latex": "tex", "markdown": "md", "csv": "csv"}
 """``bench report --format`` names of the paper tables' text formats -> file extension."""

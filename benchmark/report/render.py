@@ -20,7 +20,7 @@ from benchmark.report.audit import audit_table, audit_terminal, write_audit
 from benchmark.report.figures import plot_robustness
 from benchmark.report.pivots import calibration_pivot, robust_pivot
 from benchmark.report.seeds import seed_pivots, seed_summary
-from benchmark.report.text import md_escape
+from benchmark.escape import md_escape
 from benchmark.report.compare import compare_table, compare_view
 from benchmark.report.tidy import WORST_CASE, manifest_evaluations, tidy_table
 from benchmark.report.uncertainty import uncertainty_tables
