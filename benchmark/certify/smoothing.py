@@ -265,6 +265,7 @@ class Certificates:
         count_abstain: estimation draws on which the base model abstained.
         count_other: the remaining estimation draws (other labels and invalid ones).
         abstained: ``prediction == ABSTAIN``.
+        counts: the estimation draws' outcome counts ``(N, K + 1)``: classes, then abstentions.
         sigma: noise level.
         n: estimation draws per example (the denominator of both bounds).
         alpha: overall failure probability of the certificate.
@@ -280,6 +281,7 @@ class Certificates:
     count_abstain: np.ndarray
     count_other: np.ndarray
     abstained: np.ndarray
+    counts: np.ndarray
     sigma: float
     n: int
     alpha: float
@@ -343,7 +345,8 @@ def certify(model: nn.Module, x: torch.Tensor, *, sigma: float, n0: int, n: int,
     return Certificates(prediction=np.where(abstained, ABSTAIN, candidate).astype(np.int64), candidate=candidate,
                         p_a_lower=p_a_lower, p_other_upper=p_other_upper, radius=radius,
                         radius_not_wrong=radius_not_wrong, count_top=count_top, count_abstain=count_abstain,
-                        count_other=count_other.astype(np.int64), abstained=abstained, sigma=float(sigma), n=int(n),
+                        count_other=count_other.astype(np.int64), abstained=abstained, counts=estimation,
+                        sigma=float(sigma), n=int(n),
                         alpha=float(alpha))
 
 

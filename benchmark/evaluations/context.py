@@ -62,6 +62,7 @@ class Context:
         where: ``"suite.yaml: model 'm', evaluation 'e'"``, the start of every message.
         load_model: a model of the suite by name (the replica standing for a multi-seed model).
         load_clean: the evaluated model's clean records, computed once per model and run.
+        load_split: another split of the dataset (see the attribute).
         memory: the run's batch sizes after out-of-memory errors.
     """
 
@@ -77,6 +78,8 @@ class Context:
     load_model: Callable[[str], nn.Module]
     load_clean: Callable[[], CellRecords]
     memory: BatchMemory = field(default_factory=BatchMemory)
+    load_split: Callable[[str], tuple[torch.Tensor, torch.Tensor]] | None = None
+    """Another split of the suite's dataset as ``(x, y)`` (e.g. ``val``, to set a threshold on), when available."""
 
     @property
     def n(self) -> int:

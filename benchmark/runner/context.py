@@ -124,4 +124,12 @@ class RunContext:
         return Context(model_name=group.model, evaluation=group.evaluation, x=d.x, y=d.y, indices=d.indices,
                        num_classes=d.num_classes, device=self.device, batch_size=group.batch_size,
                        where=f"{self.suite_file}: model '{group.model}', evaluation '{group.evaluation}'",
-                       load_model=self.model, load_clean=lambda: self.clean_records(group.model), memory=self.memory)
+                       load_model=self.model, load_clean=lambda: self.clean_records(group.model), memory=self.memory,
+                       load_split=self.split)
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Another split of the suite's dataset, whole (a kind's validation data)."""
+        data = self.suite.data
+        ds = load_dataset(data.dataset, name, data_dir=data.data_dir, download=data.download,  # type: ignore[arg-type]
+                          seed=self.suite.seed)
+        return ds.x, ds.y
