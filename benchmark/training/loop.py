@@ -41,6 +41,7 @@ from benchmark.training.ensemble import (
     build_recipe_model,
     member_seed,
 )
+from benchmark.training.noise import add_noise, noisy_accuracy, training_noise
 from benchmark.training.recipes import RECIPES
 from benchmark.training.spec import RecipeSpec
 
@@ -68,15 +69,16 @@ class CachedModel:
 def _hashed_recipe(spec: RecipeSpec | dict[str, Any]) -> dict[str, Any]:
     """The fields of a recipe (or of its JSON dump, as a cache entry records it) that enter its hash.
 
-    Fields added after the first release (``hr_alpha``, ``adals``, ``ensemble``) are left out where
-    they cannot change the weights (a kind that does not read them, no block, one member), so the
-    checkpoints cached before they existed keep their hash and are not retrained.
+    Fields added after the first release (``hr_alpha``, ``adals``, ``ensemble``, ``noise_sigma``) are
+    left out where they cannot change the weights (a kind that does not read them, no block, one
+    member, no noise), so the checkpoints cached before they existed keep their hash and are not retrained.
     """
     dump = dict(spec) if isinstance(spec, dict) else spec.model_dump(mode="json")
     if "hr_alpha" not in RECIPES.get(dump["kind"]).uses:
         dump.pop("hr_alpha", None)
-    if dump.get("adals") is None:
-        dump.pop("adals", None)
+    for block in ("adals", "noise_sigma"):
+        if dump.get(block) is None:
+            dump.pop(block, None)
     if dump.get("ensemble") == 1:
         dump.pop("ensemble", None)
     return dump
@@ -239,6 +241,7 @@ def _train_member(spec: RecipeSpec, seed: int, train: ArrayDataset, val: ArrayDa
         raise ValueError(f"recipe kind '{spec.kind}' needs an 'adals' block")
     search = robustness_adversary(spec.adals) if adals is not None else None
     augment = spec.augment == "crop_flip"
+    noise = training_noise(spec, seed)  # (sigma, generator) of a noise recipe, else None
     loss_fn = recipe.loss_fn()
     step = 0
     bar = tqdm(total=total, desc=f"train {label or spec.kind}", unit="step", disable=not progress, leave=False)
@@ -257,6 +260,8 @@ def _train_member(spec: RecipeSpec, seed: int, train: ArrayDataset, val: ArrayDa
             if augment:
                 xb = _augment(xb, gen)
             xb, yb = xb.to(device), yb.to(device)
+            if noise is not None:
+                xb = add_noise(xb, *noise)
             if adversary is not None:
                 assert adv is not None
                 # Adversarial examples are generated in eval mode (batch-norm statistics frozen), as in
@@ -295,7 +300,8 @@ def train_recipe(spec: RecipeSpec, dataset: str, *, data_dir: Path, download: bo
 
     Returns:
         The trained model (eval mode, on ``device``) and metadata: data hash, final train and
-        validation metrics, per-member records (AR-AdaLS: final smoothing and stratum edges), wall time.
+        validation metrics (noise recipes: ``val_noise_accuracy``, on one noise draw per example),
+        per-member records (AR-AdaLS: final smoothing and stratum edges), wall time.
     """
     recipe = RECIPES.get(spec.kind)
     info = dataset_info(dataset)
@@ -325,6 +331,8 @@ def train_recipe(spec: RecipeSpec, dataset: str, *, data_dir: Path, download: bo
         assert spec.adversarial is not None
         metrics["val_robust_accuracy"] = _robust_accuracy(model, training_adversary(spec, recipe), val.x, val.y,
                                                           spec.adversarial.eps, spec.seed, bs, device)
+    if recipe.noise:
+        metrics["val_noise_accuracy"] = noisy_accuracy(model, val.x, val.y, spec, bs, device)
     meta: dict[str, Any] = {
         "recipe": spec.model_dump(mode="json"),
         "recipe_hash": recipe_hash(spec, dataset),

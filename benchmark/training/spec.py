@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from benchmark.models import ARCHITECTURES
 from benchmark.fields import Eps, EpsList, Normalization, StrictModel, check_name
-from benchmark.training.recipes import RECIPES
+from benchmark.training.recipes import HYPERPARAMETERS, RECIPES
 
 
 class OptimizerSpec(StrictModel):
@@ -96,6 +96,8 @@ class RecipeSpec(StrictModel):
     entropy_beta: float = Field(0.0, ge=0, description="entm, at+entm: weight beta of CE - beta * H(softmax)")
     hr_alpha: float = Field(1.6, gt=1, description="hr: Renyi order alpha of H(Yhat|X) + alpha * D_alpha")
     adals: AdaLSSpec | None = Field(None, description="ar-adals: strata, robustness search and smoothing updates")
+    noise_sigma: float | None = Field(None, gt=0, description="gaussian, gaussian+ls, gaussian+entm: Gaussian "
+                                      "noise augmentation std, in input units [0,1] before normalization")
     ensemble: int = Field(1, ge=1, description="train this many members (seeds seed, seed+7919, ...) and "
                                               "average their softmax probabilities")
 
@@ -130,13 +132,16 @@ class RecipeSpec(StrictModel):
     def _hyperparameters_match_kind(self) -> RecipeSpec:
         # A hyperparameter the kind ignores would still change the recipe hash (a needless retraining)
         # and suggests a mistaken kind, so setting one is an error.
-        uses = RECIPES.get(self.kind).uses
-        unused = sorted(f for f in self.model_fields_set & {"label_smoothing", "entropy_beta", "hr_alpha", "adals"}
-                        if f not in uses)
+        recipe = RECIPES.get(self.kind)
+        uses = recipe.uses
+        unused = sorted(f for f in self.model_fields_set & HYPERPARAMETERS if f not in uses)
         if unused:
             used = ", ".join(sorted(uses)) or "none of them"
             raise ValueError(f"recipe kind '{self.kind}' does not use {', '.join(repr(f) for f in unused)} "
                              f"(it uses {used}); remove it or change 'kind'")
+        if recipe.noise and self.noise_sigma is None:
+            raise ValueError(f"recipe kind '{self.kind}' needs 'noise_sigma' (the std of its Gaussian noise "
+                             f"augmentation, > 0, in input units [0,1])")
         if self.adversarial is not None and self.adversarial.loss == "recipe" \
                 and RECIPES.get(self.kind).per_example is None:
             raise ValueError(f"recipe kind '{self.kind}' has no per-example loss for adversarial.loss 'recipe'")
