@@ -105,3 +105,10 @@ def test_report_tables(certified: Path) -> None:
     gain = radii.loc["entropy", "gain of R2 %"]
     assert gain == pytest.approx((radii.loc["entropy", "R2 not wrong"] / plain - 1) * 100, rel=1e-3)  # CSV digits
     assert torch.__version__  # the kind ran with torch; bench validate of the suite needs none (test_structure)
+
+
+def test_the_certified_accuracy_figure_is_written(certified: Path) -> None:
+    import matplotlib.image as mpimg
+
+    image = mpimg.imread(certified / "certified_accuracy.png")
+    assert image.shape[0] > 300 and image.shape[1] > 600  # one row (sigma 0.25) of three rules, legend outside

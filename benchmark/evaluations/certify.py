@@ -27,6 +27,7 @@ radius of the same model and sigma, and the relative gain, as seed 002 reports i
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -179,6 +180,13 @@ class CertifyEval(Evaluation):
         from benchmark.evaluations.certify_report import certified_tables
 
         return certified_tables(inputs)
+
+    @classmethod
+    def report_figures(cls, inputs: ReportInputs, folder: Path, title: str) -> list[Path]:
+        from benchmark.evaluations.certify_report import certified_figure
+
+        path = certified_figure(inputs, folder / "certified_accuracy.png", title)
+        return [path] if path is not None else []
 
 
 def certificate_rows(records: CellRecords, radii: tuple[float, ...]) -> list[Row | tuple[str, float, int]]:
