@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark.certify.smoothing import UNCERTAINTY_SCORES, certified_accuracy, uncertainty_threshold
+from benchmark.certify.bounds import certified_accuracy
+from benchmark.certify.smoothing import UNCERTAINTY_SCORES, uncertainty_threshold
 from benchmark.data import load_dataset
 from benchmark.evaluations.certify import SCORES
 from benchmark.store import Store
@@ -112,3 +113,15 @@ def test_the_certified_accuracy_figure_is_written(certified: Path) -> None:
 
     image = mpimg.imread(certified / "certified_accuracy.png")
     assert image.shape[0] > 300 and image.shape[1] > 600  # one row (sigma 0.25) of three rules, legend outside
+
+
+def test_a_cell_computed_alone_equals_the_one_from_the_shared_pass(certified: Path, cache: Path,
+                                                                   tmp_path: Path) -> None:
+    """The entropy cell of a suite with only that rule (no sibling cells sharing its draws) is identical."""
+    alone = EVALS.replace("uncertainty: [entropy, margin]", "uncertainty: [entropy]")
+    suite = make_suite(tmp_path, cache, evals=alone, n=40, name="c")
+    assert bench_run(suite, tmp_path / "res") == 0
+    a, b = Store(certified), Store(tmp_path / "res" / "c")
+    fp = next(c.fingerprint for c in a.read_manifest().cells if c.variant == "sigma=0.25:entropy")
+    assert fp in {c.fingerprint for c in b.read_manifest().cells}
+    np.testing.assert_array_equal(a.read(fp)[0].extras["radius_not_wrong"], b.read(fp)[0].extras["radius_not_wrong"])

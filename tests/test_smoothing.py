@@ -12,9 +12,9 @@ from scipy.stats import binom, binomtest, norm
 from statsmodels.stats.proportion import proportion_confint
 from torch import nn
 
-from benchmark.certify.smoothing import (ABSTAIN, UNCERTAINTY_SCORES, AbstainRule, binomial_p_value, certified_accuracy,
-                                         certify, clopper_pearson_lower, clopper_pearson_upper, max_uncertainty,
-                                         predict, sample_counts, uncertainty_threshold)
+from benchmark.certify.bounds import binomial_p_value, certified_accuracy, clopper_pearson_lower, clopper_pearson_upper
+from benchmark.certify.smoothing import (ABSTAIN, UNCERTAINTY_SCORES, AbstainRule, certify, certify_many,
+                                         max_uncertainty, predict, sample_counts, uncertainty_threshold)
 
 SIGMA = 0.25
 
@@ -303,3 +303,16 @@ def test_attack_inside_the_certified_radius_never_changes_the_smoothed_predictio
     x_far = _smooth_pgd(model, x, pred, 2 * radius)
     far = predict(model, x_far, sigma=SIGMA, n=2000, alpha=0.001, batch=10_000, seed=18).prediction
     assert ((far != ABSTAIN) & (far != pred.numpy())).sum() >= len(x) // 2
+
+
+def test_several_rules_from_one_pass_equal_one_pass_each() -> None:
+    """certify_many shares the noise draws among rules: each rule's certificates are exactly certify's."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x = torch.rand(5, 1, 4, 4)
+    rules = [None, AbstainRule("entropy", 0.9), AbstainRule("margin", 0.5)]
+    many = certify_many(model, x, sigma=0.5, n0=20, n=300, alpha=0.01, batch=97, seed=3, rules=rules)
+    for rule, got in zip(rules, many):
+        alone = certify(model, x, sigma=0.5, n0=20, n=300, alpha=0.01, batch=64, seed=3, abstain=rule)
+        for key in ("prediction", "radius", "radius_not_wrong", "count_top", "count_abstain", "counts"):
+            np.testing.assert_array_equal(getattr(got, key), getattr(alone, key))

@@ -74,9 +74,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from scipy.stats import beta as beta_dist
-from scipy.stats import binom, norm
+from scipy.stats import norm
 from torch import nn
+
+from benchmark.certify.bounds import binomial_p_value, clopper_pearson_lower, clopper_pearson_upper
 
 logger = logging.getLogger(__name__)
 
@@ -158,36 +159,6 @@ def uncertainty_threshold(model: nn.Module, x: torch.Tensor, *, score: str, quan
     return float(np.quantile(scores.cpu().numpy(), quantile))
 
 
-# ------------------------------------------------------------------------------- confidence bounds
-
-
-def clopper_pearson_lower(k: np.ndarray | int, n: int, alpha: float) -> np.ndarray:
-    """One-sided ``1 - alpha`` Clopper-Pearson lower bound on ``k / n``: ``Beta(alpha; k, n-k+1)``."""
-    k = np.asarray(k, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        low = beta_dist.ppf(alpha, k, n - k + 1)
-    return np.where(k <= 0, 0.0, low)
-
-
-def clopper_pearson_upper(k: np.ndarray | int, n: int, alpha: float) -> np.ndarray:
-    """One-sided ``1 - alpha`` Clopper-Pearson upper bound on ``k / n``: ``Beta(1 - alpha; k+1, n-k)``."""
-    k = np.asarray(k, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        high = beta_dist.ppf(1.0 - alpha, k + 1, n - k)
-    return np.where(k >= n, 1.0, high)
-
-
-def binomial_p_value(n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
-    """Vectorized ``scipy.stats.binomtest``: ``n1`` successes in ``n1 + n2`` trials at ``p = 1/2``, two-sided.
-
-    The null distribution is symmetric, so the p-value is ``2 * P(X <= min(n1, n2))``, capped at 1;
-    1 when there are no trials.
-    """
-    n1, n2 = np.asarray(n1, dtype=np.int64), np.asarray(n2, dtype=np.int64)
-    p = 2.0 * binom.cdf(np.minimum(n1, n2), n1 + n2, 0.5)
-    return np.where(n1 + n2 == 0, 1.0, np.minimum(p, 1.0))
-
-
 # ---------------------------------------------------------------------------------------- sampling
 
 
@@ -211,11 +182,21 @@ def sample_counts(model: nn.Module, x: torch.Tensor, num: int, *, sigma: float, 
         int64 array ``(len(x), K + 1)``: draws of each class, then abstentions. Invalid draws
         (non-finite logits) are in no column: a row sums to ``num`` minus them.
     """
+    return sample_counts_for(model, x, num, sigma=sigma, batch=batch, generator=generator, rules=[abstain])[0]
+
+
+def sample_counts_for(model: nn.Module, x: torch.Tensor, num: int, *, sigma: float, batch: int,
+                      generator: torch.Generator, rules: Sequence[AbstainRule | None]) -> list[np.ndarray]:
+    """:func:`sample_counts` for several abstain rules at once, from the *same* draws.
+
+    Each rule's counts equal those of a :func:`sample_counts` call with that rule and a generator in the
+    same state (the noise does not depend on the rule), at the cost of one pass.
+    """
     if batch < 1 or num < 0:
         raise ValueError(f"need batch >= 1 and num >= 0, got batch={batch}, num={num}")
     n_ex, dim = len(x), x[0].numel()
     padded = -(-dim // 16) * 16  # whole blocks of 16 normals per draw: chunk-independent CPU noise
-    counts: torch.Tensor | None = None
+    counts: list[torch.Tensor] | None = None
     invalid = 0
     with _eval_mode(model), torch.no_grad():
         for start in range(0, n_ex * num, batch):
@@ -225,20 +206,20 @@ def sample_counts(model: nn.Module, x: torch.Tensor, num: int, *, sigma: float, 
             noise = noise.view(stop - start, padded)[:, :dim].reshape(stop - start, *x.shape[1:])
             logits = model(x[example] + sigma * noise)
             k = logits.shape[1]
-            outcome = logits.argmax(1)
-            if abstain is not None:
-                outcome = torch.where(abstain.abstains(logits), k, outcome)
             valid = torch.isfinite(logits).all(1)
             invalid += int((~valid).sum())
             if counts is None:
-                counts = torch.zeros(n_ex * (k + 1), dtype=torch.long, device=x.device)
-            counts += torch.bincount((example * (k + 1) + outcome)[valid], minlength=n_ex * (k + 1))
+                counts = [torch.zeros(n_ex * (k + 1), dtype=torch.long, device=x.device) for _ in rules]
+            argmax = logits.argmax(1)
+            for total, rule in zip(counts, rules):
+                outcome = argmax if rule is None else torch.where(rule.abstains(logits), k, argmax)
+                total += torch.bincount((example * (k + 1) + outcome)[valid], minlength=n_ex * (k + 1))
     if invalid:
         logger.warning("%d of %d noisy draws gave non-finite logits; counted as neither the top class nor "
                        "an abstention", invalid, n_ex * num)
     if counts is None:  # no draws at all: the class count is unknown, one empty column is enough
-        return np.zeros((n_ex, 1), dtype=np.int64)
-    return counts.view(n_ex, -1).cpu().numpy()
+        return [np.zeros((n_ex, 1), dtype=np.int64) for _ in rules]
+    return [c.view(n_ex, -1).cpu().numpy() for c in counts]
 
 
 def _generator(x: torch.Tensor, seed: int) -> torch.Generator:
@@ -318,15 +299,29 @@ def certify(model: nn.Module, x: torch.Tensor, *, sigma: float, n0: int, n: int,
         seed: seed of the noise; the same seed gives the same certificates.
         abstain: the base model's abstain rule; None for plain Cohen.
     """
+    return certify_many(model, x, sigma=sigma, n0=n0, n=n, alpha=alpha, batch=batch, seed=seed, rules=[abstain])[0]
+
+
+def certify_many(model: nn.Module, x: torch.Tensor, *, sigma: float, n0: int, n: int, alpha: float, batch: int,
+                 seed: int = 0, rules: Sequence[AbstainRule | None]) -> list[Certificates]:
+    """:func:`certify` for several abstain rules from one pass of noise draws: each rule's certificates
+    are exactly those of a :func:`certify` call with that rule and the same seed."""
     if not 0.0 < alpha < 1.0 or sigma <= 0 or n0 < 1 or n < 1:
         raise ValueError(f"need 0 < alpha < 1, sigma > 0, n0 >= 1, n >= 1; got alpha={alpha}, sigma={sigma}, "
                          f"n0={n0}, n={n}")
     gen = _generator(x, seed)
-    selection = sample_counts(model, x, n0, sigma=sigma, batch=batch, generator=gen, abstain=abstain)
-    estimation = sample_counts(model, x, n, sigma=sigma, batch=batch, generator=gen, abstain=abstain)
+    selection = sample_counts_for(model, x, n0, sigma=sigma, batch=batch, generator=gen, rules=rules)
+    estimation = sample_counts_for(model, x, n, sigma=sigma, batch=batch, generator=gen, rules=rules)
+    return [_certificates(sel, est, rule, sigma=sigma, n=n, alpha=alpha)
+            for sel, est, rule in zip(selection, estimation, rules)]
+
+
+def _certificates(selection: np.ndarray, estimation: np.ndarray, abstain: AbstainRule | None, *, sigma: float,
+                  n: int, alpha: float) -> Certificates:
+    """The certificates of one rule from its selection and estimation counts (module doc)."""
     labels_sel = selection[:, :-1]
     candidate = np.where(labels_sel.sum(1) > 0, labels_sel.argmax(1), ABSTAIN).astype(np.int64)
-    rows = np.arange(len(x))
+    rows = np.arange(len(selection))
     count_top = np.where(candidate >= 0, estimation[rows, np.maximum(candidate, 0)], 0).astype(np.int64)
     count_abstain = estimation[:, -1].astype(np.int64)
     count_other = n - count_top - count_abstain
@@ -377,24 +372,3 @@ def predict(model: nn.Module, x: torch.Tensor, *, sigma: float, n: int, alpha: f
     p_value = binomial_p_value(n1, n2)
     keep = (p_value <= alpha) & (top < counts.shape[1] - 1)  # the last column is the abstain outcome
     return Predictions(prediction=np.where(keep, top, ABSTAIN).astype(np.int64), p_value=p_value, counts=counts)
-
-
-def certified_accuracy(radius: np.ndarray, correct: np.ndarray, radii_grid: Sequence[float]) -> np.ndarray:
-    """Certified accuracy at each radius of ``radii_grid``.
-
-    An example counts at ``r`` when it is correct, not abstained (its radius is not NaN) and its
-    radius is ``>= r`` -- the convention of Cohen et al.'s ``analyze.py``
-    (``df["correct"] & (df["radius"] >= radius)``). The denominator is every example.
-
-    Args:
-        radius: per-example certified radius, NaN where abstained.
-        correct: per-example flags (e.g. :meth:`Certificates.correct`).
-        radii_grid: radii to evaluate.
-    """
-    radius, correct = np.asarray(radius, dtype=np.float64), np.asarray(correct, dtype=bool)
-    if radius.shape != correct.shape:
-        raise ValueError(f"radius {radius.shape} and correct {correct.shape} differ in shape")
-    if radius.size == 0:
-        return np.full(len(radii_grid), np.nan)
-    ok = correct & ~np.isnan(radius)
-    return np.array([float(np.mean(ok & (radius >= r))) for r in radii_grid])

@@ -122,25 +122,40 @@ class CertifyEval(Evaluation):
         """Certify every example of one (sigma, rule) cell, the noise batched across examples."""
         import torch
 
-        from benchmark.certify.smoothing import AbstainRule, certify, uncertainty_threshold
+        from benchmark.certify.smoothing import AbstainRule, certify_many, uncertainty_threshold
         from benchmark.records import CellRecords
 
         p = self.cell_params(cell.variant)
         model = ctx.model()
-        rule, notes = None, {"sigma": p["sigma"], "n0": self.n0, "n": self.n, "alpha": self.alpha}
-        if p["uncertainty"] is not None:
-            threshold = p["threshold"]
-            if threshold is None:
-                if ctx.load_split is None:
-                    raise ValueError(f"{ctx.where}: no validation split to set the threshold on; give 'threshold'")
-                x_val, _ = ctx.load_split("val")
-                threshold = uncertainty_threshold(model, x_val.to(ctx.device), score=p["uncertainty"],
-                                                  quantile=self.threshold_quantile)
-            rule = AbstainRule(p["uncertainty"], float(threshold))
-            notes.update(uncertainty=p["uncertainty"], threshold=float(threshold),
-                         threshold_source="suite" if p["threshold"] is not None else
-                         f"quantile {self.threshold_quantile:g} of the clean val split")
         seed = 0 if p["seed"] is None else int(p["seed"])
+        # The cells of one sigma draw the same noise (same seed): one pass gives every rule's certificates
+        # (certify_many; each exactly what certifying that rule alone gives), shared with the sibling cells.
+        key = ("certify", p["sigma"])
+        if key not in ctx.shared:
+            rules: dict[str | None, AbstainRule | None] = {None: None}
+            thresholds: dict[str, tuple[float, str]] = {}
+            x_val = None
+            for score in dict.fromkeys(self.uncertainty):
+                threshold, source = self.threshold, "suite"
+                if threshold is None:
+                    if ctx.load_split is None:
+                        raise ValueError(f"{ctx.where}: no validation split to set the threshold on; give "
+                                         f"'threshold'")
+                    x_val = ctx.load_split("val")[0] if x_val is None else x_val
+                    threshold = uncertainty_threshold(model, x_val.to(ctx.device), score=score,
+                                                      quantile=self.threshold_quantile)
+                    source = f"quantile {self.threshold_quantile:g} of the clean val split"
+                rules[score], thresholds[score] = AbstainRule(score, float(threshold)), (float(threshold), source)
+            with torch.no_grad():
+                certs = certify_many(model, ctx.x.to(ctx.device), sigma=p["sigma"], n0=self.n0, n=self.n,
+                                     alpha=self.alpha, batch=self.batch, seed=seed, rules=list(rules.values()))
+            ctx.shared[key] = (dict(zip(rules, certs)), thresholds)
+        certificates, thresholds = ctx.shared[key]
+        cert = certificates[p["uncertainty"]]
+        notes: dict[str, Any] = {"sigma": p["sigma"], "n0": self.n0, "n": self.n, "alpha": self.alpha}
+        if p["uncertainty"] is not None:
+            threshold, source = thresholds[p["uncertainty"]]
+            notes.update(uncertainty=p["uncertainty"], threshold=threshold, threshold_source=source)
         n = ctx.n
         rec = CellRecords.empty(n, ctx.num_classes)
         extras = {k: np.zeros(n, dtype) for k, dtype in (
@@ -149,13 +164,8 @@ class CertifyEval(Evaluation):
             ("count_abstain", np.int64), ("count_other", np.int64))}
         label = ctx.y.cpu().numpy().astype(np.int64)
 
-        # One call for every example: certify batches the noise draws across examples itself, and each
-        # draw's noise depends on the seed and the example's position only (not on how draws are chunked).
-        with torch.no_grad():
-            cert = certify(model, ctx.x.to(ctx.device), sigma=p["sigma"], n0=self.n0, n=self.n, alpha=self.alpha,
-                           batch=self.batch, seed=seed, abstain=rule)
-        for key in extras:
-            extras[key][:] = getattr(cert, key)
+        for name in extras:
+            extras[name][:] = getattr(cert, name)
         valid = ~cert.abstained
         rec.valid, rec.pred = valid, np.where(valid, cert.prediction, -1).astype(np.int64)
         rec.correct = valid & (cert.prediction == label)
@@ -191,7 +201,7 @@ class CertifyEval(Evaluation):
 
 def certificate_rows(records: CellRecords, radii: tuple[float, ...]) -> list[Row | tuple[str, float, int]]:
     """``certified_accuracy@R`` (and ``not_wrong@R`` for abstaining rules), abstain rate and mean radii."""
-    from benchmark.certify.smoothing import certified_accuracy
+    from benchmark.certify.bounds import certified_accuracy
     from benchmark.metrics.intervals import clopper_pearson
 
     ex = records.extras

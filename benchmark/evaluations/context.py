@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,6 +81,9 @@ class Context:
     memory: BatchMemory = field(default_factory=BatchMemory)
     load_split: Callable[[str], tuple[torch.Tensor, torch.Tensor]] | None = None
     """Another split of the suite's dataset as ``(x, y)`` (e.g. ``val``, to set a threshold on), when available."""
+    shared: dict[Any, Any] = field(default_factory=dict)
+    """Work a kind shares among the cells of this (model, evaluation), e.g. noise draws common to several
+    cells. A cell's records must be exactly what computing it alone would give."""
 
     @property
     def n(self) -> int:
