@@ -74,7 +74,7 @@ def certified_figure(inputs: ReportInputs, path: Path, title: str) -> Path | Non
     from matplotlib.lines import Line2D
 
     from benchmark.atomic import atomic_write_bytes
-    from benchmark.certify.smoothing import certified_accuracy
+    from benchmark.certify.bounds import certified_accuracy
     from benchmark.plotting import mean_std_curve, paper_figure
 
     groups = {name: info.group for name, info in inputs.manifest.models.items()}
