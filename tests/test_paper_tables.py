@@ -177,3 +177,22 @@ def test_suite_option_rerenders_without_rerunning(results: Path, tmp_path: Path)
     long = pd.read_csv(results / "paper" / "short.csv")
     # No eps given: every eps the results' fgsm ran at (not the other file's).
     assert list(long.model) == ["ls", "ls"] and list(long.eps) == [0.05, 0.1] and set(long.n_seeds) == {2}
+
+
+def test_worst_case_columns_never_mix_threat_models() -> None:
+    """The default table gives each norm its own worst-case block, even where two norms share an eps."""
+    rows = []
+    for model, linf, l2 in (("a", 0.6, 0.9), ("b", 0.5, 0.8)):
+        base = {"model": model, "group": model, "seed": 0, "evaluation": "worst-case", "attack": "worst-case",
+                "loss": "", "eps": 0.1, "eps_label": "0.1", "variant": "", "metric": "robust_accuracy", "n": 100,
+                "ci_low": math.nan, "ci_high": math.nan, "points": "", "attack_set": "pgd"}
+        rows += [{**base, "norm": "Linf", "value": linf}, {**base, "norm": "L2", "value": l2},
+                 {**base, "evaluation": "clean", "attack": "clean", "norm": "", "eps": 0.0, "metric": "accuracy",
+                  "value": 0.95, "attack_set": ""}]
+    tidy = pd.DataFrame(rows)
+    manifest = SimpleNamespace(suite_spec={"data": {"dataset": "digits", "split": "test"}}, n_examples=100)
+    (table,) = paper_tables(tidy, manifest, {"clean": CleanEval(attack="clean")}, ReportSpec())  # type: ignore[arg-type]
+    assert [(c.header, c.sub) for c in table.columns] == [("Clean", ""), ("Worst case (Linf)", "0.1"),
+                                                          ("Worst case (L2)", "0.1")]
+    assert table.values[("a", 1)].mean == pytest.approx(60.0) and table.values[("a", 2)].mean == pytest.approx(90.0)
+    assert "Linf 0.1: pgd" in table.caption and "L2 0.1: pgd" in table.caption

@@ -81,6 +81,9 @@ class Context:
     memory: BatchMemory = field(default_factory=BatchMemory)
     load_split: Callable[[str], tuple[torch.Tensor, torch.Tensor]] | None = None
     """Another split of the suite's dataset as ``(x, y)`` (e.g. ``val``, to set a threshold on), when available."""
+    load_dataset: Callable[[str, str], tuple[torch.Tensor, torch.Tensor]] | None = None
+    """A split of another registered dataset as ``(x, y)``, loaded with the suite's data folder, download
+    setting and seed (an OOD set), when available."""
     shared: dict[Any, Any] = field(default_factory=dict)
     """Work a kind shares among the cells of this (model, evaluation), e.g. noise draws common to several
     cells. A cell's records must be exactly what computing it alone would give."""

@@ -56,6 +56,8 @@ class Column:
     higher_is_better: bool | None
     returned: bool = False
     """A calibration metric measured where the attack stopped, not at its loss maximizer (marked ``†``)."""
+    norm: str = ""
+    """The threat model a worst-case column is restricted to (``""``: the evaluation's own)."""
 
 
 @dataclass
@@ -126,30 +128,41 @@ def paper_tables(tidy: pd.DataFrame, manifest: Manifest, evaluations: dict[str, 
 
 
 def _columns(spec: TableSpec, tidy: pd.DataFrame, evaluations: dict[str, Evaluation]) -> list[Column]:
-    columns = []
-    for i, col in enumerate(spec.columns):
+    columns: list[Column] = []
+    worst = tidy[tidy.evaluation == WORST_CASE]
+    norms = sorted(set(worst.norm.dropna()), key=lambda n: (n != "Linf", n)) if "norm" in worst else []
+    entry = 0
+    for col in spec.columns:
         ev = evaluations.get(col.evaluation)
         if col.evaluation == WORST_CASE:
-            radii = col.eps or tuple(sorted(set(tidy.loc[tidy.evaluation == WORST_CASE, "eps"])))
             metric, kind = "robust_accuracy", WORST_CASE
+            # One block per threat model: radii of different norms never share a header.
+            blocks = [(norm, tuple(e for e in (col.eps or sorted(set(worst.loc[worst.norm == norm, "eps"])))
+                                   if np.isclose(worst.loc[worst.norm == norm, "eps"], e).any()))
+                      for norm in norms]
         elif ev is None:
             logger.warning("report table %s: the results have no evaluation '%s'", spec.name, col.evaluation)
             continue
         else:
-            radii = col.eps or ev.eps_values
             kind = ev.kind
             metric = "robust_accuracy" if col.metric == "accuracy" and ev.adversarial else col.metric
+            blocks = [("", tuple(col.eps or ev.eps_values))]
         shown = "accuracy" if metric == "robust_accuracy" else metric
         header = col.label or ({"clean": "Clean", WORST_CASE: "Worst case"}.get(kind, col.evaluation)
                                + ("" if shown == "accuracy" else f" {_SHORT.get(shown, shown)}"))
         pres = presentation(shown)
-        for eps in radii:
-            rows = tidy[(tidy.evaluation == col.evaluation) & (tidy.metric == metric) & np.isclose(tidy.eps, eps)]
-            returned = metric != "robust_accuracy" and bool((rows.get("points", pd.Series(dtype=str)) == "returned")
-                                                            .any())
-            columns.append(Column(header=header, sub="" if kind == "clean" else eps_label(eps),
-                                  evaluation=col.evaluation, eps=float(eps), metric=metric, entry=i,
-                                  percent=pres.percent, higher_is_better=pres.higher_is_better, returned=returned))
+        for norm, radii in blocks:
+            if not radii:
+                continue
+            for eps in radii:
+                rows = tidy[(tidy.evaluation == col.evaluation) & (tidy.metric == metric) & np.isclose(tidy.eps, eps)]
+                returned = metric != "robust_accuracy" and bool(
+                    (rows.get("points", pd.Series(dtype=str)) == "returned").any())
+                columns.append(Column(header=f"{header} ({norm})" if len(norms) > 1 and norm else header,
+                                      sub="" if kind == "clean" else eps_label(eps), evaluation=col.evaluation,
+                                      eps=float(eps), metric=metric, entry=entry, percent=pres.percent,
+                                      higher_is_better=pres.higher_is_better, returned=returned, norm=norm))
+            entry += 1
     return columns
 
 
@@ -161,7 +174,8 @@ def _build(spec: TableSpec, tidy: pd.DataFrame, manifest: Manifest, evaluations:
     variant = tidy["variant"].fillna("") if "variant" in tidy else pd.Series("", index=tidy.index)
     plain = tidy[variant == ""]
     for c, col in enumerate(columns):
-        part = plain[(plain.evaluation == col.evaluation) & (plain.metric == col.metric) & np.isclose(plain.eps, col.eps)]
+        part = plain[(plain.evaluation == col.evaluation) & (plain.metric == col.metric) & np.isclose(plain.eps, col.eps)
+                     & ((plain.norm == col.norm) if col.norm else True)]
         for _, model in rows:
             reps = part[part.group == model].drop_duplicates("model")  # one row per replica (first norm)
             if not reps.empty:
@@ -225,9 +239,11 @@ def _caption(spec: TableSpec, table: PaperTable, tidy: pd.DataFrame, manifest: M
     if settings:
         parts.append("Attacks: " + "; ".join(settings))
     if WORST_CASE in shown:
-        rows = tidy[(tidy.evaluation == WORST_CASE) & (tidy.metric == "robust_accuracy")].drop_duplicates("eps")
-        sets = [f"{eps_label(c.eps)}: {s}" for c in table.columns if c.evaluation == WORST_CASE
-                for s in rows.loc[np.isclose(rows.eps, c.eps), "attack_set"].fillna("")]
+        rows = tidy[(tidy.evaluation == WORST_CASE) & (tidy.metric == "robust_accuracy")].drop_duplicates(["norm", "eps"])
+        several = len({c.norm for c in table.columns if c.evaluation == WORST_CASE}) > 1
+        sets = [f"{c.norm + ' ' if several else ''}{eps_label(c.eps)}: {s}" for c in table.columns
+                if c.evaluation == WORST_CASE
+                for s in rows.loc[np.isclose(rows.eps, c.eps) & (rows.norm == c.norm), "attack_set"].fillna("")]
         parts.append("Worst case: an example counts as robust only if no attack broke it at that eps or below "
                      f"(attacks at each eps: {'; '.join(sets)})")
     radii = [c for c in table.columns if c.sub]

@@ -125,11 +125,13 @@ class RunContext:
                        num_classes=d.num_classes, device=self.device, batch_size=group.batch_size,
                        where=f"{self.suite_file}: model '{group.model}', evaluation '{group.evaluation}'",
                        load_model=self.model, load_clean=lambda: self.clean_records(group.model), memory=self.memory,
-                       load_split=self.split)
+                       load_split=lambda split: self.dataset(self.suite.data.dataset, split),
+                       load_dataset=self.dataset)
 
-    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Another split of the suite's dataset, whole (a kind's validation data)."""
+    def dataset(self, name: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole split of a registered dataset (a kind's validation or out-of-distribution data), loaded
+        with the suite's data folder, download setting and seed."""
         data = self.suite.data
-        ds = load_dataset(data.dataset, name, data_dir=data.data_dir, download=data.download,  # type: ignore[arg-type]
+        ds = load_dataset(name, split, data_dir=data.data_dir, download=data.download,  # type: ignore[arg-type]
                           seed=self.suite.seed)
         return ds.x, ds.y
