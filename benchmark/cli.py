@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark import __version__
 from benchmark.errors import BenchError, SuiteError, suggest
+from benchmark.suite.report_spec import REPORT_FORMATS
 
 if TYPE_CHECKING:
     from benchmark.suite.schema import Suite
@@ -111,18 +112,19 @@ def _print_report(results: Path, title: str, formats: list[str] | None = None, s
 
     report = build_report(results)
     spec = report_spec(report, suite_file)
+    tables = build_tables(report, spec)
     if not formats:
         print(render_terminal(report, title))
     try:
-        paths = write_report(report, results) + write_paper(report, results, spec, list(ALL_FORMATS)) \
-            if not formats else write_paper(report, results, spec, formats)
+        paths = write_report(report, results) + write_paper(report, results, spec, list(ALL_FORMATS), tables) \
+            if not formats else write_paper(report, results, spec, formats, tables)
         print(f"\n{'Tables' if not formats else 'Written'} to {results}/ "
               f"({', '.join(str(p.relative_to(results)) for p in paths)})", file=sys.stderr if formats else sys.stdout)
     except WriteError as exc:
         print(f"\nTables not written ({exc})", file=sys.stderr)
     for fmt, render in (("latex", to_latex), ("markdown", to_markdown)):
         if fmt in (formats or ()):
-            print("\n".join(render(t) for t in build_tables(report, spec)))
+            print("\n".join(render(t) for t in tables))
     for reason in report.damaged.values():
         print(f"error: {reason[:500]}", file=sys.stderr)
     return not report.damaged
@@ -273,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="re-render the tables of a results folder (no recomputation)")
     rep.add_argument("results", help="a results folder, e.g. results/digits")
     rep.add_argument("--no-wait", action="store_true", help="fail at once if a run is using the folder")
-    rep.add_argument("--format", action="append", choices=["latex", "markdown", "csv", "html"],
+    rep.add_argument("--format", action="append", choices=REPORT_FORMATS,
                      help="write only these paper outputs (repeatable): the report: block's tables as "
                           "paper/NAME.tex|md|csv (LaTeX and Markdown also printed), or report.html with the "
                           "figures (paper/*.png|pdf); without it, everything")

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from benchmark.evaluations import EVALUATIONS
-from benchmark.evaluations.base import CellKey, Evaluation, ReportInputs, Row, SuiteFacts, Table
+from benchmark.evaluations.base import CellKey, Evaluation, ReportInputs, Row, Table
 
 if TYPE_CHECKING:
     from benchmark.evaluations.context import Context
@@ -114,9 +114,6 @@ class CertifyEval(Evaluation):
             params.update(threshold=self.threshold,
                           threshold_quantile=None if self.threshold is not None else self.threshold_quantile)
         return params
-
-    def suite_problems(self, facts: SuiteFacts) -> list[tuple[str, str]]:
-        return []  # no eps: the radii are results, not inputs
 
     def compute(self, ctx: Context, cell: CellKey, previous: CellRecords | None) -> CellRecords:
         """Certify every example of one (sigma, rule) cell, the noise batched across examples."""

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 from benchmark.errors import SuiteError
 from benchmark.report.paper_tables import PaperTable, paper_tables
 from benchmark.report.paper_text import FORMATS, to_html, write_paper_tables
-from benchmark.suite.report_spec import ReportSpec, report_problems
+from benchmark.suite.report_spec import REPORT_FORMATS, ReportSpec, report_problems
 
 if TYPE_CHECKING:
     from benchmark.report.render import Report
 
-ALL_FORMATS = (*FORMATS, "html")
-"""``bench report --format`` choices."""
+ALL_FORMATS = REPORT_FORMATS
+"""``bench report --format`` choices (``FORMATS`` and ``html``)."""
 
 PAPER_DIR = "paper"
 """The folder under a results folder that holds the paper tables and figures."""
@@ -53,10 +53,12 @@ def build_tables(report: Report, spec: ReportSpec) -> list[PaperTable]:
     return paper_tables(report.tidy, report.inputs.manifest, report.inputs.evaluations, spec)
 
 
-def write_paper(report: Report, results: Path, spec: ReportSpec, formats: list[str]) -> list[Path]:
+def write_paper(report: Report, results: Path, spec: ReportSpec, formats: list[str],
+                tables: list[PaperTable] | None = None) -> list[Path]:
     """Write the paper outputs of ``formats`` (``latex``, ``markdown``, ``csv``, ``html``).
 
     The figures are written whenever ``html`` is asked for (the page embeds them) or every format is.
+    ``tables`` are :func:`build_tables`'s, when the caller has them already.
 
     Returns:
         The written paths.
@@ -65,7 +67,7 @@ def write_paper(report: Report, results: Path, spec: ReportSpec, formats: list[s
     from benchmark.report.paper_figures import paper_figures, write_figures
 
     folder = results / PAPER_DIR
-    tables = build_tables(report, spec)
+    tables = build_tables(report, spec) if tables is None else tables
     written = write_paper_tables(tables, folder, [f for f in formats if f in FORMATS])
     if "html" in formats or set(formats) >= set(ALL_FORMATS):
         figures = paper_figures(report.inputs, spec.figures, results.name)

@@ -38,6 +38,9 @@ from benchmark.fields import Eps, StrictModel
 WORST_CASE = "worst-case"
 """The report's per-eps worst case over the attacks (``benchmark.report.tidy.WORST_CASE``)."""
 
+REPORT_FORMATS = ("latex", "markdown", "csv", "html")
+"""``bench report --format`` choices: the paper tables as text, or the HTML report."""
+
 FIGURES = ("robust_accuracy", "reliability", "stratified_calibration", "corruption_severity")
 """The paper figures, by file stem (each written as PNG and PDF under ``<results>/paper/``)."""
 
