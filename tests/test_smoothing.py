@@ -13,8 +13,9 @@ from statsmodels.stats.proportion import proportion_confint
 from torch import nn
 
 from benchmark.certify.bounds import binomial_p_value, certified_accuracy, clopper_pearson_lower, clopper_pearson_upper
-from benchmark.certify.smoothing import (ABSTAIN, UNCERTAINTY_SCORES, AbstainRule, certify, certify_many,
-                                         max_uncertainty, predict, sample_counts, uncertainty_threshold)
+from benchmark.certify.smoothing import (ABSTAIN, UNCERTAINTY_SCORES, AbstainRule, certify, certify_many, predict,
+                                         sample_counts, uncertainty_threshold)
+from benchmark.certify.uncertainty import max_uncertainty
 
 SIGMA = 0.25
 
@@ -165,7 +166,8 @@ def test_not_wrong_radius_is_at_least_the_certain_radius() -> None:
 def test_abstentions_stay_in_the_denominator_and_bounds_are_bonferroni() -> None:
     x, n, alpha = torch.zeros(3, 1, 1, 4), 2000, 0.01
     rule = AbstainRule("entropy", 0.5)  # the uniform softmax has entropy log 2 = 0.69
-    c = certify(HalfAbstainer(), x, sigma=SIGMA, n0=50, n=n, alpha=alpha, batch=4000, seed=7, abstain=rule)
+    # q_A = 1/2 exactly, so an example certifies with probability <= alpha / 2 (seed 8: none does)
+    c = certify(HalfAbstainer(), x, sigma=SIGMA, n0=50, n=n, alpha=alpha, batch=4000, seed=8, abstain=rule)
     assert np.all(np.abs(c.count_abstain - n / 2) < 4 * math.sqrt(n / 4))
     assert np.all(c.count_other == 0) and np.all(c.candidate == 0)
     np.testing.assert_allclose(c.p_a_lower, clopper_pearson_lower(c.count_top, n, alpha / 2))
@@ -220,15 +222,38 @@ def test_same_seed_same_certificates_other_seed_differs() -> None:
 def test_batching_across_examples_gives_the_counts_of_one_image_at_a_time(shape: tuple[int, ...]) -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), 5)).eval()
     x = torch.rand(5, *shape, generator=torch.Generator().manual_seed(13))
-    gen = torch.Generator().manual_seed(14)
-    together = sample_counts(model, x, 37, sigma=1.0, batch=64, generator=gen)
-    gen = torch.Generator().manual_seed(14)  # the same stream, consumed image by image in other chunks
-    alone = np.concatenate([sample_counts(model, x[i:i + 1], 37, sigma=1.0, batch=5, generator=gen) for i in range(5)])
+    together = sample_counts(model, x, 37, sigma=1.0, batch=64, seed=14)
+    # each image alone, its draws cut into other forward passes, its key its position in the batch
+    alone = np.concatenate([sample_counts(model, x[i:i + 1], 37, sigma=1.0, batch=5, seed=14, keys=[i])
+                            for i in range(5)])
     np.testing.assert_array_equal(together, alone)
+    assert not np.array_equal(together, sample_counts(model, x, 37, sigma=1.0, batch=64, seed=14, stream=1))
     assert together.shape == (5, 6) and np.all(together.sum(1) == 37) and np.all(together[:, -1] == 0)
     kw = dict(sigma=1.0, n0=10, n=100, alpha=0.01, seed=15)
     big, small = certify(model, x, batch=10_000, **kw), certify(model, x, batch=3, **kw)
     np.testing.assert_array_equal(big.count_top, small.count_top)
+
+
+def test_an_image_certificate_depends_on_its_key_not_on_the_other_images() -> None:
+    """Reordered, subset or chunked: each image keeps its certificate (what resuming by chunk relies on)."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4)).eval()
+    x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(30))
+    keys = np.arange(100, 112)
+    kw = dict(sigma=0.5, n0=8, n=50, alpha=0.01, seed=31, rules=[None, AbstainRule("entropy", 1.0)])
+    full = certify_many(model, x, batch=128, keys=keys, **kw)
+    order = np.array([7, 3, 11, 0, 5])
+    part = certify_many(model, x[order], batch=7, keys=keys[order], **kw)
+    chunks = [certify_many(model, x[i:i + 5], batch=1000, keys=keys[i:i + 5], **kw) for i in range(0, 12, 5)]
+    for rule in range(2):
+        for name, value in full[rule].as_dict().items():
+            if isinstance(value, np.ndarray):
+                np.testing.assert_array_equal(value[order], part[rule].as_dict()[name], err_msg=name)
+                np.testing.assert_array_equal(value, np.concatenate([c[rule].as_dict()[name] for c in chunks]),
+                                              err_msg=name)
+    other_keys = certify_many(model, x, batch=128, keys=keys + 1, **kw)[0]
+    assert not np.array_equal(full[0].counts, other_keys.counts)
+    with pytest.raises(ValueError, match="one noise key per image"):
+        certify(model, x, sigma=0.5, n0=8, n=50, alpha=0.01, batch=10, keys=keys[:3])
 
 
 def test_predict_and_certified_accuracy_by_hand() -> None:

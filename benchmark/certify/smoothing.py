@@ -58,18 +58,20 @@ p-value is ``<= alpha``, ABSTAIN otherwise or when the top outcome is ABSTAIN.
 
 **Batching and seeds.** Every example's draws are laid out example-major as (example, draw) pairs
 and fed to the model in chunks of ``batch`` pairs, so many small examples fill one forward pass.
-Noise comes from one ``torch.Generator`` seeded with ``seed`` (selection draws first, then
-estimation). Each draw takes ``ceil(numel / 16) * 16`` normals: on the CPU, torch generates normals
-in blocks of 16, so the noise of a draw does not depend on how pairs are cut into chunks (on CUDA
-the same seed is reproducible, but chunking may change the stream).
+Each example has two noise streams of its own (selection, estimation): ``torch.Generator`` s seeded
+from ``(seed, key, stream)`` through numpy's ``SeedSequence``, where ``key`` names the example (its
+dataset index in ``bench``). So an example's certificate depends on the example, its key, the seed
+and the parameters only: not on the other examples, on their order, or on how the list is cut into
+batches or resumable chunks (batched and one-image-at-a-time give identical certificates). Each
+draw takes ``ceil(numel / 16) * 16`` normals: on the CPU, torch generates normals in blocks of 16,
+so the noise of a draw does not depend on how an example's draws are cut into forward passes (on
+CUDA the same seed is reproducible, but the ``batch`` size may change the stream).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -78,6 +80,11 @@ from scipy.stats import norm
 from torch import nn
 
 from benchmark.certify.bounds import binomial_p_value, clopper_pearson_lower, clopper_pearson_upper
+from benchmark.certify.uncertainty import UNCERTAINTY_SCORES, AbstainRule, _eval_mode, uncertainty_threshold
+
+__all__ = ["ABSTAIN", "UNCERTAINTY_SCORES", "AbstainRule", "Certificates", "Predictions", "certificates_from_counts",
+           "certify", "certify_many", "draw_counts", "example_generator", "predict", "sample_counts",
+           "sample_counts_for", "uncertainty_threshold"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,89 +92,17 @@ ABSTAIN = -1
 """Prediction (and candidate) of an example the smoothed model abstains on."""
 
 
-# ------------------------------------------------------------------------------ uncertainty scores
-
-
-def entropy(probs: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy of each row, in nats; from 0 (one-hot) to ``log K`` (uniform)."""
-    return -(probs * torch.log(probs.clamp_min(1e-30))).sum(1)
-
-
-def one_minus_max(probs: torch.Tensor) -> torch.Tensor:
-    """``1 - max_c p_c`` of each row; from 0 to ``1 - 1/K``."""
-    return 1.0 - probs.max(1).values
-
-
-def margin(probs: torch.Tensor) -> torch.Tensor:
-    """``1 - (p_top1 - p_top2)`` of each row; from 0 (one-hot) to 1 (a tie of the top two)."""
-    top2 = probs.topk(2, dim=1).values
-    return 1.0 - (top2[:, 0] - top2[:, 1])
-
-
-UNCERTAINTY_SCORES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "entropy": entropy, "one_minus_max": one_minus_max, "margin": margin}
-"""Uncertainty scores of softmax rows; higher is more uncertain."""
-
-
-def max_uncertainty(score: str, num_classes: int) -> float:
-    """The largest value ``score`` can take with ``num_classes`` classes (a threshold at or above it never fires)."""
-    return {"entropy": math.log(num_classes), "one_minus_max": 1.0 - 1.0 / num_classes, "margin": 1.0}[score]
-
-
-@dataclass(frozen=True)
-class AbstainRule:
-    """The base model abstains on a draw whose softmax has uncertainty ``score`` above ``threshold``.
-
-    Attributes:
-        score: a name in :data:`UNCERTAINTY_SCORES`.
-        threshold: abstain where the score is strictly greater.
-    """
-
-    score: str
-    threshold: float
-
-    def __post_init__(self) -> None:
-        if self.score not in UNCERTAINTY_SCORES:
-            raise ValueError(f"unknown uncertainty score '{self.score}'; known: {', '.join(UNCERTAINTY_SCORES)}")
-
-    def abstains(self, logits: torch.Tensor) -> torch.Tensor:
-        """Boolean per row: the base model abstains."""
-        return UNCERTAINTY_SCORES[self.score](torch.softmax(logits.float(), 1)) > self.threshold
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def uncertainty_threshold(model: nn.Module, x: torch.Tensor, *, score: str, quantile: float,
-                          batch: int = 1000) -> float:
-    """The ``quantile`` of ``score`` over the model's softmax on clean (validation) images ``x``.
-
-    With ``quantile=0.95`` the base model abstains on about 5% of those clean images.
-    """
-    if not 0.0 <= quantile <= 1.0:
-        raise ValueError(f"quantile must lie in [0, 1], got {quantile}")
-    fn = UNCERTAINTY_SCORES[AbstainRule(score, 0.0).score]
-    with _eval_mode(model), torch.no_grad():
-        scores = torch.cat([fn(torch.softmax(model(x[i:i + batch]).float(), 1)) for i in range(0, len(x), batch)])
-    return float(np.quantile(scores.cpu().numpy(), quantile))
-
-
 # ---------------------------------------------------------------------------------------- sampling
 
 
-def sample_counts(model: nn.Module, x: torch.Tensor, num: int, *, sigma: float, batch: int,
-                  generator: torch.Generator, abstain: AbstainRule | None = None) -> np.ndarray:
+def sample_counts(model: nn.Module, x: torch.Tensor, num: int, *, sigma: float, batch: int, seed: int,
+                  stream: int = 0, keys: Sequence[int] | np.ndarray | None = None,
+                  abstain: AbstainRule | None = None) -> np.ndarray:
     """Outcome counts of the base model on ``num`` Gaussian draws around each image of ``x``.
 
     The ``len(x) * num`` (example, draw) pairs, example-major, go through the model in chunks of
-    ``batch`` pairs, so the draws of many examples share a forward pass.
+    ``batch`` pairs, so the draws of many examples share a forward pass. Example ``i``'s noise comes
+    from its own stream, seeded by ``(seed, keys[i], stream)`` (module doc).
 
     Args:
         model: the base classifier (images in [0, 1] to logits); run in eval mode.
@@ -175,35 +110,65 @@ def sample_counts(model: nn.Module, x: torch.Tensor, num: int, *, sigma: float, 
         num: draws per image.
         sigma: standard deviation of the noise.
         batch: pairs per forward pass.
-        generator: the noise source, on ``x``'s device; advanced by the call.
+        seed: the seed of the noise.
+        stream: which of an example's streams (0 selection, 1 estimation).
+        keys: one integer per image naming its noise stream (e.g. its dataset index); default
+            ``0 .. len(x) - 1``.
         abstain: the base model's abstain rule; None never abstains.
 
     Returns:
         int64 array ``(len(x), K + 1)``: draws of each class, then abstentions. Invalid draws
         (non-finite logits) are in no column: a row sums to ``num`` minus them.
     """
-    return sample_counts_for(model, x, num, sigma=sigma, batch=batch, generator=generator, rules=[abstain])[0]
+    return sample_counts_for(model, x, num, sigma=sigma, batch=batch, seed=seed, stream=stream, keys=keys,
+                             rules=[abstain])[0]
 
 
-def sample_counts_for(model: nn.Module, x: torch.Tensor, num: int, *, sigma: float, batch: int,
-                      generator: torch.Generator, rules: Sequence[AbstainRule | None]) -> list[np.ndarray]:
+def example_generator(seed: int, key: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The noise source of one example: a generator seeded from ``(seed, key, stream)`` by numpy's
+    ``SeedSequence`` (well mixed: neighbouring keys give unrelated streams)."""
+    words = np.random.SeedSequence([int(seed) % 2**63, int(key) % 2**63, int(stream)]).generate_state(2, np.uint32)
+    return torch.Generator(device=device).manual_seed((int(words[0]) << 31) ^ int(words[1]))
+
+
+def _keys(x: torch.Tensor, keys: Sequence[int] | np.ndarray | None) -> np.ndarray:
+    if keys is None:
+        return np.arange(len(x), dtype=np.int64)
+    out = np.asarray(keys, dtype=np.int64).reshape(-1)
+    if len(out) != len(x):
+        raise ValueError(f"need one noise key per image: {len(out)} keys for {len(x)} images")
+    return out
+
+
+def sample_counts_for(model: nn.Module, x: torch.Tensor, num: int, *, sigma: float, batch: int, seed: int,
+                      rules: Sequence[AbstainRule | None], stream: int = 0,
+                      keys: Sequence[int] | np.ndarray | None = None) -> list[np.ndarray]:
     """:func:`sample_counts` for several abstain rules at once, from the *same* draws.
 
-    Each rule's counts equal those of a :func:`sample_counts` call with that rule and a generator in the
-    same state (the noise does not depend on the rule), at the cost of one pass.
+    Each rule's counts equal those of a :func:`sample_counts` call with that rule (the noise does not
+    depend on the rule), at the cost of one pass.
     """
     if batch < 1 or num < 0:
         raise ValueError(f"need batch >= 1 and num >= 0, got batch={batch}, num={num}")
-    n_ex, dim = len(x), x[0].numel()
+    keys = _keys(x, keys)
+    n_ex, dim = len(x), x[0].numel() if len(x) else 0
     padded = -(-dim // 16) * 16  # whole blocks of 16 normals per draw: chunk-independent CPU noise
     counts: list[torch.Tensor] | None = None
     invalid = 0
+    streams: dict[int, torch.Generator] = {}
     with _eval_mode(model), torch.no_grad():
         for start in range(0, n_ex * num, batch):
             stop = min(start + batch, n_ex * num)
             example = torch.arange(start, stop, device=x.device) // num
-            noise = torch.randn((stop - start) * padded, generator=generator, device=x.device, dtype=x.dtype)
-            noise = noise.view(stop - start, padded)[:, :dim].reshape(stop - start, *x.shape[1:])
+            parts = []
+            for e in range(start // num, (stop - 1) // num + 1):  # the examples with draws in this chunk
+                lo, hi = max(start, e * num), min(stop, (e + 1) * num)
+                if e not in streams:
+                    streams[e] = example_generator(seed, keys[e], stream, x.device)
+                parts.append(torch.randn((hi - lo) * padded, generator=streams[e], device=x.device, dtype=x.dtype))
+                if hi == (e + 1) * num:
+                    del streams[e]
+            noise = torch.cat(parts).view(stop - start, padded)[:, :dim].reshape(stop - start, *x.shape[1:])
             logits = model(x[example] + sigma * noise)
             k = logits.shape[1]
             valid = torch.isfinite(logits).all(1)
@@ -220,10 +185,6 @@ def sample_counts_for(model: nn.Module, x: torch.Tensor, num: int, *, sigma: flo
     if counts is None:  # no draws at all: the class count is unknown, one empty column is enough
         return [np.zeros((n_ex, 1), dtype=np.int64) for _ in rules]
     return [c.view(n_ex, -1).cpu().numpy() for c in counts]
-
-
-def _generator(x: torch.Tensor, seed: int) -> torch.Generator:
-    return torch.Generator(device=x.device).manual_seed(int(seed))
 
 
 # ------------------------------------------------------------------------------------ certificates
@@ -285,7 +246,8 @@ class Certificates:
 
 
 def certify(model: nn.Module, x: torch.Tensor, *, sigma: float, n0: int, n: int, alpha: float, batch: int,
-            seed: int = 0, abstain: AbstainRule | None = None) -> Certificates:
+            seed: int = 0, abstain: AbstainRule | None = None,
+            keys: Sequence[int] | np.ndarray | None = None) -> Certificates:
     """Cohen et al.'s CERTIFY for every image of ``x`` at once; with ``abstain``, both radii of the module doc.
 
     Args:
@@ -298,27 +260,45 @@ def certify(model: nn.Module, x: torch.Tensor, *, sigma: float, n0: int, n: int,
         batch: (example, draw) pairs per forward pass.
         seed: seed of the noise; the same seed gives the same certificates.
         abstain: the base model's abstain rule; None for plain Cohen.
+        keys: each image's noise key (see :func:`sample_counts`); an image's certificate depends only on
+            it, its key, the seed and the parameters, not on the other images or on ``batch``.
     """
-    return certify_many(model, x, sigma=sigma, n0=n0, n=n, alpha=alpha, batch=batch, seed=seed, rules=[abstain])[0]
+    return certify_many(model, x, sigma=sigma, n0=n0, n=n, alpha=alpha, batch=batch, seed=seed, rules=[abstain],
+                        keys=keys)[0]
 
 
 def certify_many(model: nn.Module, x: torch.Tensor, *, sigma: float, n0: int, n: int, alpha: float, batch: int,
-                 seed: int = 0, rules: Sequence[AbstainRule | None]) -> list[Certificates]:
+                 seed: int = 0, rules: Sequence[AbstainRule | None],
+                 keys: Sequence[int] | np.ndarray | None = None) -> list[Certificates]:
     """:func:`certify` for several abstain rules from one pass of noise draws: each rule's certificates
     are exactly those of a :func:`certify` call with that rule and the same seed."""
+    counts = draw_counts(model, x, sigma=sigma, n0=n0, n=n, batch=batch, seed=seed, rules=rules, keys=keys)
+    return [certificates_from_counts(sel, est, rule, sigma=sigma, n=n, alpha=alpha)
+            for (sel, est), rule in zip(counts, rules)]
+
+
+def _check(sigma: float, n0: int, n: int, alpha: float = 0.5) -> None:
     if not 0.0 < alpha < 1.0 or sigma <= 0 or n0 < 1 or n < 1:
         raise ValueError(f"need 0 < alpha < 1, sigma > 0, n0 >= 1, n >= 1; got alpha={alpha}, sigma={sigma}, "
                          f"n0={n0}, n={n}")
-    gen = _generator(x, seed)
-    selection = sample_counts_for(model, x, n0, sigma=sigma, batch=batch, generator=gen, rules=rules)
-    estimation = sample_counts_for(model, x, n, sigma=sigma, batch=batch, generator=gen, rules=rules)
-    return [_certificates(sel, est, rule, sigma=sigma, n=n, alpha=alpha)
-            for sel, est, rule in zip(selection, estimation, rules)]
 
 
-def _certificates(selection: np.ndarray, estimation: np.ndarray, abstain: AbstainRule | None, *, sigma: float,
-                  n: int, alpha: float) -> Certificates:
+def draw_counts(model: nn.Module, x: torch.Tensor, *, sigma: float, n0: int, n: int, batch: int, seed: int,
+                rules: Sequence[AbstainRule | None],
+                keys: Sequence[int] | np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The selection (``n0`` draws, stream 0) and estimation (``n`` draws, stream 1) counts of every image
+    of ``x``, per rule: what :func:`certificates_from_counts` needs. Images are independent (each has its
+    own noise streams), so a caller may count a long list in chunks and store each chunk's counts."""
+    _check(sigma, n0, n)
+    selection = sample_counts_for(model, x, n0, sigma=sigma, batch=batch, seed=seed, stream=0, keys=keys, rules=rules)
+    estimation = sample_counts_for(model, x, n, sigma=sigma, batch=batch, seed=seed, stream=1, keys=keys, rules=rules)
+    return list(zip(selection, estimation))
+
+
+def certificates_from_counts(selection: np.ndarray, estimation: np.ndarray, abstain: AbstainRule | None, *,
+                             sigma: float, n: int, alpha: float) -> Certificates:
     """The certificates of one rule from its selection and estimation counts (module doc)."""
+    _check(sigma, 1, n, alpha)
     labels_sel = selection[:, :-1]
     candidate = np.where(labels_sel.sum(1) > 0, labels_sel.argmax(1), ABSTAIN).astype(np.int64)
     rows = np.arange(len(selection))
@@ -362,9 +342,10 @@ class Predictions:
 
 
 def predict(model: nn.Module, x: torch.Tensor, *, sigma: float, n: int, alpha: float, batch: int, seed: int = 0,
-            abstain: AbstainRule | None = None) -> Predictions:
-    """Cohen et al.'s PREDICT for every image of ``x``: the smoothed label, right with probability >= 1 - alpha."""
-    counts = sample_counts(model, x, n, sigma=sigma, batch=batch, generator=_generator(x, seed), abstain=abstain)
+            abstain: AbstainRule | None = None, keys: Sequence[int] | np.ndarray | None = None) -> Predictions:
+    """Cohen et al.'s PREDICT for every image of ``x``: the smoothed label, right with probability >= 1 - alpha.
+    Its draws are the estimation stream (1) of each image's key."""
+    counts = sample_counts(model, x, n, sigma=sigma, batch=batch, seed=seed, stream=1, keys=keys, abstain=abstain)
     order = np.argsort(-counts, axis=1, kind="stable")  # ties: the lower class index first
     rows = np.arange(len(x))
     top, n1 = order[:, 0], counts[rows, order[:, 0]]

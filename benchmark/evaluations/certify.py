@@ -37,6 +37,7 @@ from benchmark.evaluations import EVALUATIONS
 from benchmark.evaluations.base import CellKey, Evaluation, ReportInputs, Row, Table
 
 if TYPE_CHECKING:
+    from benchmark.certify.smoothing import AbstainRule, Certificates
     from benchmark.evaluations.context import Context
     from benchmark.records import CellRecords
 
@@ -72,6 +73,8 @@ class CertifyEval(Evaluation):
     n: int = Field(10_000, ge=1, description="estimation draws per example (Cohen's N; 100000 in their paper)")
     alpha: float = Field(0.001, gt=0, lt=1, description="failure probability of each certificate")
     batch: int = Field(1000, ge=1, description="(example, noise draw) pairs per forward pass")
+    chunk: int = Field(100, ge=1, description="examples per stored chunk: a killed run resumes at the first "
+                                              "unfinished chunk (the certificates do not depend on it)")
     uncertainty: tuple[Literal["entropy", "one_minus_max", "margin"], ...] = Field(
         (), description="base-model rules besides the plain one: abstain where this score passes the threshold")
     threshold: float | None = Field(None, ge=0, description="the scores' threshold; if absent, the quantile "
@@ -82,6 +85,7 @@ class CertifyEval(Evaluation):
     radii: tuple[float, ...] = Field((0.0, 0.25, 0.5, 0.75, 1.0), description="report: L2 radii of the certified "
                                                                                 "accuracy rows and table")
     _report_only: ClassVar[frozenset[str]] = frozenset({"sigma", "uncertainty", "radii"})
+    _not_params: ClassVar[frozenset[str]] = Evaluation._not_params | {"chunk"}
 
     @field_validator("sigma", "radii")
     @classmethod
@@ -117,9 +121,7 @@ class CertifyEval(Evaluation):
 
     def compute(self, ctx: Context, cell: CellKey, previous: CellRecords | None) -> CellRecords:
         """Certify every example of one (sigma, rule) cell, the noise batched across examples."""
-        import torch
-
-        from benchmark.certify.smoothing import AbstainRule, certify_many, uncertainty_threshold
+        from benchmark.certify.smoothing import AbstainRule, uncertainty_threshold
         from benchmark.records import CellRecords
 
         p = self.cell_params(cell.variant)
@@ -143,9 +145,7 @@ class CertifyEval(Evaluation):
                                                       quantile=self.threshold_quantile)
                     source = f"quantile {self.threshold_quantile:g} of the clean val split"
                 rules[score], thresholds[score] = AbstainRule(score, float(threshold)), (float(threshold), source)
-            with torch.no_grad():
-                certs = certify_many(model, ctx.x.to(ctx.device), sigma=p["sigma"], n0=self.n0, n=self.n,
-                                     alpha=self.alpha, batch=self.batch, seed=seed, rules=list(rules.values()))
+            certs = self._certify_chunks(ctx, model, p["sigma"], seed, list(rules.values()))
             ctx.shared[key] = (dict(zip(rules, certs)), thresholds)
         certificates, thresholds = ctx.shared[key]
         cert = certificates[p["uncertainty"]]
@@ -177,6 +177,49 @@ class CertifyEval(Evaluation):
         rec.extras = extras
         rec.notes = notes
         return rec
+
+    def _certify_chunks(self, ctx: Context, model: Any, sigma: float, seed: int,
+                        rules: list[AbstainRule | None]) -> list[Certificates]:
+        """Every rule's certificates from one pass of draws, ``chunk`` examples at a time: each finished
+        chunk's counts are stored (``ctx.partial``) so that a killed run resumes at the first missing
+        chunk; the result does not depend on the chunking (each example has its own noise streams)."""
+        import torch
+        from tqdm.auto import tqdm
+
+        from benchmark.certify.smoothing import certificates_from_counts, draw_counts
+
+        spec = {"kind": "certify", "sigma": sigma, "n0": self.n0, "n": self.n, "batch": self.batch, "seed": seed,
+                "chunk": self.chunk, "rules": [None if r is None else [r.score, r.threshold] for r in rules]}
+        part = ctx.partial(spec) if ctx.partial is not None else None
+        parts: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in rules]
+        keys, resumed = ctx.indices.astype(np.int64), 0
+        with tqdm(total=ctx.n, desc=f"certify {ctx.model_name} sigma={sigma:g}", unit="img", leave=False,
+                  disable=not ctx.progress) as bar:
+            for index, start in enumerate(range(0, ctx.n, self.chunk)):
+                stop = min(start + self.chunk, ctx.n)
+                stored = part.load(index) if part is not None else None
+                if stored is not None and all(stored.get(f"{w}{j}", np.empty(0)).shape[:1] == (stop - start,)
+                                              for j in range(len(rules)) for w in ("sel", "est")):
+                    counts = [(stored[f"sel{j}"], stored[f"est{j}"]) for j in range(len(rules))]
+                    resumed += 1
+                else:
+                    with torch.no_grad():
+                        counts = draw_counts(model, ctx.x[start:stop].to(ctx.device), sigma=sigma, n0=self.n0,
+                                             n=self.n, batch=self.batch, seed=seed, rules=rules,
+                                             keys=keys[start:stop])
+                    if part is not None:
+                        part.save(index, {f"{w}{j}": c[k] for j, c in enumerate(counts)
+                                          for k, w in enumerate(("sel", "est"))})
+                for j, c in enumerate(counts):
+                    parts[j].append(c)
+                bar.update(stop - start)
+        if resumed:
+            logger.info("%s: sigma=%g resumed %d stored chunk(s) of %d examples", ctx.where, sigma, resumed,
+                        self.chunk)
+        return [certificates_from_counts(np.concatenate([c[0] for c in rule_parts]),
+                                         np.concatenate([c[1] for c in rule_parts]), rule, sigma=sigma, n=self.n,
+                                         alpha=self.alpha)
+                for rule_parts, rule in zip(parts, rules)]
 
     def table_rows(self, records: CellRecords, eps: float, metrics: Any, n_bins: int) -> list[Any]:
         """The suite's metrics over the certified examples, then the certificate rows (module doc)."""

@@ -19,6 +19,7 @@ from torch import nn
 
 from benchmark.attacks.base import perturbation_norm
 from benchmark.errors import InvalidOutputError
+from benchmark.partial import Partial
 from benchmark.records import CellRecords
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,11 @@ class Context:
     shared: dict[Any, Any] = field(default_factory=dict)
     """Work a kind shares among the cells of this (model, evaluation), e.g. noise draws common to several
     cells. A cell's records must be exactly what computing it alone would give."""
+    partial: Callable[[dict[str, Any]], Partial] | None = None
+    """Storage for finished chunks of a long computation (``benchmark.partial``), keyed by the given
+    parameters plus the model's identity and the evaluated subset; None where the run keeps none."""
+    progress: bool = False
+    """Whether a kind may show its own progress bar for long cells."""
 
     @property
     def n(self) -> int:

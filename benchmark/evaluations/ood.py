@@ -26,8 +26,9 @@ or worse detector? One cell per model and shift, the cell's ``variant``:
   each ``q_c`` is a smooth function of ``x`` (``Phi^-1(q_c)`` is ``1/sigma``-Lipschitz, Salman et
   al. 2019), the property smoothing is used for. Their price: with ``n`` draws the score takes few
   values, so ties are common; the metrics count a tie half (AUROC) or flag both tied inputs (FPR).
-  Noise: one seeded ``torch.Generator`` per (sigma, in or out set) and batches of ``batch``
-  (example, draw) pairs, as in ``certify`` (``sample_counts``), so the same seed gives the same scores.
+  Noise: each image has its own stream, keyed by its index in its split and seeded per (sigma, in or
+  out set), and batches of ``batch`` (example, draw) pairs, as in ``certify`` (``sample_counts``), so
+  the same seed gives the same scores.
 
 Records: the in-distribution examples' plain (clean) predictions, so the cell verifies like a clean
 one; extras per score ``s``: ``base_in:s``, ``base_out:s`` and per sigma ``smoothed_in:s@sigma``,
@@ -186,8 +187,9 @@ class OODEval(Evaluation):
         model = ctx.model()
         for sigma in self.sigma:
             for k, (side, x) in enumerate((("in", ctx.x), ("out", x_out))):
-                gen = torch.Generator(device=ctx.device).manual_seed(_noise_seed(seed, sigma, k))
-                counts = sample_counts(model, x.to(ctx.device), self.n, sigma=sigma, batch=self.batch, generator=gen)
+                keys = ctx.indices if side == "in" else out_index  # each image's own noise stream
+                counts = sample_counts(model, x.to(ctx.device), self.n, sigma=sigma, batch=self.batch,
+                                       seed=_noise_seed(seed, sigma, k), keys=keys)
                 votes = torch.from_numpy(counts[:, :ctx.num_classes].astype(np.float64))
                 shares = votes / votes.sum(1, keepdim=True)  # NaN where no draw had finite logits
                 extras.update({f"smoothed_{side}:{s}@{sigma:g}": v for s, v in _scores(shares).items()})

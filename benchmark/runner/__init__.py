@@ -55,7 +55,7 @@ def run_suite(suite: Suite, suite_file: str, results_dir: Path, *, progress: boo
     data = load_eval_data(suite)
     models = {name: resolve_model(name, r.spec, suite, suite_file, device=device, progress=progress)
               for name, r in suite.replicas().items()}
-    run = RunContext(suite, suite_file, data, models, device)
+    run = RunContext(suite, suite_file, data, models, device, progress=progress)
     plan = build_plan(suite, data.subset_hash, {n: m.identity for n, m in models.items()})
     store.write_manifest(manifest_of(suite, suite_file, plan, run))
     return executor.run(plan, run, store, progress=progress)

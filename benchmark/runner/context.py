@@ -92,6 +92,7 @@ class RunContext:
     models: dict[str, ResolvedModel]
     device: torch.device
     memory: BatchMemory = field(default_factory=BatchMemory)
+    progress: bool = False
     _loaded: dict[str, nn.Module] = field(default_factory=dict)
     _clean: dict[str, CellRecords] = field(default_factory=dict)
 
@@ -126,7 +127,7 @@ class RunContext:
                        where=f"{self.suite_file}: model '{group.model}', evaluation '{group.evaluation}'",
                        load_model=self.model, load_clean=lambda: self.clean_records(group.model), memory=self.memory,
                        load_split=lambda split: self.dataset(self.suite.data.dataset, split),
-                       load_dataset=self.dataset)
+                       load_dataset=self.dataset, progress=self.progress)
 
     def dataset(self, name: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """A whole split of a registered dataset (a kind's validation or out-of-distribution data), loaded

@@ -19,10 +19,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from benchmark.atomic import WriteError
 from benchmark.errors import BenchError, CheckpointError
 from benchmark.evaluations.base import CellKey, Evaluation
+from benchmark.partial import Partial, partial_for
 from benchmark.records import CellRecords
 from benchmark.runner.context import RunContext
 from benchmark.runner.plan import Cell, Group
@@ -97,6 +99,14 @@ def run_group(group: Group, run: RunContext, store: Store, prov: Provenance, on_
     result = GroupResult(group.model, group.evaluation)
     ev = run.suite.evaluation_map[group.evaluation]
     ctx = run.context(group)
+    opened: list[Partial] = []
+
+    def partial(spec: dict[str, Any]) -> Partial:
+        opened.append(partial_for(store.cells_dir, {"model": run.models[group.model].identity,
+                                                    "subset": run.data.subset_hash, **spec}))
+        return opened[-1]
+
+    ctx.partial = partial
     last: dict[str, CellRecords] = {}
     try:
         for cell in group.cells:
@@ -113,6 +123,8 @@ def run_group(group: Group, run: RunContext, store: Store, prov: Provenance, on_
             last = {cell.fingerprint: records}
             result.computed += 1
             on_cell(cell, True)
+        for done in opened:  # every cell built from these chunks is stored
+            done.clear()
     except WriteError:
         raise  # the results folder cannot take cells: no other group can store its work either
     except CheckpointError as exc:
