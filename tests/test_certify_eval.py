@@ -101,10 +101,17 @@ def test_the_threshold_is_the_validation_quantile(certified: Path, cache: Path, 
 def test_report_tables(certified: Path) -> None:
     acc = pd.read_csv(certified / "certified_accuracy.csv")
     assert list(acc.columns[:4]) == ["model", "sigma", "rule", "certificate"] and "r=0.25" in acc.columns
+    # the tables' one-decimal format is the values': the sigma labels keep their digits in Markdown and LaTeX
+    md, tex = (certified / "certified_accuracy.md").read_text(), (certified / "certified_accuracy.tex").read_text()
+    assert "|    0.25 |" in md and "|     0.2 |" not in md and "{0.25}" in tex and "0.250000" not in tex
     radii = pd.read_csv(certified / "certified_radii.csv").set_index("rule")
     plain = radii.loc["plain", "plain R"]
     gain = radii.loc["entropy", "gain of R2 %"]
     assert gain == pytest.approx((radii.loc["entropy", "R2 not wrong"] / plain - 1) * 100, rel=1e-3, abs=1e-3)  # CSV digits
+    for rule in ("entropy", "margin"):  # the paired bootstrap interval holds the estimate (it may dip below 0:
+        low, high = radii.loc[rule, "gain 95% low"], radii.loc[rule, "gain 95% high"]  # R2 takes alpha / 2 only)
+        assert low < high and low <= radii.loc[rule, "gain of R2 %"] + 1e-3 <= high + 2e-3
+    assert np.isnan(radii.loc["plain", "gain 95% low"])
     assert torch.__version__  # the kind ran with torch; bench validate of the suite needs none (test_structure)
 
 

@@ -101,6 +101,8 @@ def markdown(df: pd.DataFrame, **kwargs: Any) -> str:
 
 def _latex(df: pd.DataFrame, caption: str, fmt: str = ".2f") -> str:
     # escape=True escapes labels and text cells (& % $ # _ { } ~ ^ \); | is typeset as \textbar.
+    # Index labels that are numbers (eps, sigma) are written with their own digits, not the values' format.
+    df = df.rename(index=lambda v: f"{v:g}" if isinstance(v, float) else v)
     return _latex_bars(df.to_latex(float_format=f"%{fmt}", na_rep="--", escape=True, caption=caption,
                                    position="t"))
 
@@ -139,7 +141,9 @@ def write_report(report: Report, results: Path) -> list[Path]:
         df = table.frame
         written += _write_all(results, table.stem, {
             "csv": df.to_csv(float_format=table.csv_fmt),
-            "md": markdown(df.reset_index(), floatfmt=table.fmt, index=False),
+            # index levels (eps, sigma) keep their digits: the number format is the values' only
+            "md": markdown(df.reset_index(), floatfmt=("g",) * df.index.nlevels + (table.fmt,) * df.shape[1],
+                           index=False),
             "tex": _latex(df, table.caption, table.fmt)})
     written += write_audit(report.audit, results)
     if not report.seeds.empty:
