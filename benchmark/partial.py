@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 PARTIAL_DIR = "partial"
 """Folder of the partials under a results folder's ``cells/``."""
+CRAFTED_DIR = "crafted"
+"""Folder (under ``cells/``) of inputs crafted on one model and reused by others: kept, not cleared, since
+every target of a transfer matrix reads them (``cells/crafted/<key>/``)."""
 _CHECKSUM = "__sha256__"
 
 
@@ -96,6 +99,6 @@ class Partial:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def partial_for(cells_dir: Path, spec: dict[str, Any]) -> Partial:
-    """The partial of ``spec`` under a results folder's ``cells/``."""
-    return Partial(Path(cells_dir) / PARTIAL_DIR / spec_key(spec), spec)
+def partial_for(cells_dir: Path, spec: dict[str, Any], folder: str = PARTIAL_DIR) -> Partial:
+    """The partial of ``spec`` under a results folder's ``cells/<folder>/``."""
+    return Partial(Path(cells_dir) / folder / spec_key(spec), spec)

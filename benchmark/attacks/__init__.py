@@ -28,6 +28,9 @@ ATTACKS.add("fgsm", "benchmark.attacks.fgsm:fgsm", help="Fast gradient (sign) me
 ATTACKS.add("pgd", "benchmark.attacks.pgd:pgd",
             help="Projected gradient descent (Linf or L2; CE, DLR or HR loss; random start; restarts).",
             norms=("Linf", "L2"), smoke={"steps": 3})
+ATTACKS.add("square", "benchmark.attacks.square:square",
+            help="Square Attack (pyautoattack) on its own, with the queries each example used.", norms=("Linf", "L2"),
+            smoke={"n_queries": 20})
 ATTACKS.add("autoattack", "benchmark.attacks.autoattack:autoattack",
             help="AutoAttack (pyautoattack): standard ensemble or a custom list of its attacks.", norms=("Linf", "L2"),
             smoke={"version": "custom", "attacks": ["apgd-ce"]})

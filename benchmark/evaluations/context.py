@@ -93,6 +93,10 @@ class Context:
     parameters plus the model's identity and the evaluated subset; None where the run keeps none."""
     progress: bool = False
     """Whether a kind may show its own progress bar for long cells."""
+    crafted: Callable[[list[str], dict[str, Any]], Partial] | None = None
+    """Storage for inputs crafted on other models of the suite and reused by every target (the transfer
+    matrix's adversarial examples), keyed by those models' identities, the evaluated subset and the
+    given parameters; None where the run keeps none."""
 
     @property
     def n(self) -> int:

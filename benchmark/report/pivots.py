@@ -40,6 +40,10 @@ def robust_pivot(tidy: pd.DataFrame, numeric: bool = True) -> pd.DataFrame:
     With ``numeric=False`` the values are taken as they are (already formatted text).
     """
     acc = tidy[(tidy.metric == "robust_accuracy") | ((tidy.metric == "accuracy") & (tidy.attack == "clean"))].copy()
+    # Adversarial cells with variants (the transfer matrix's sources) have tables of their own; one column
+    # per evaluation and eps cannot hold them (they still count in the worst case).
+    variant = acc["variant"].fillna("") if "variant" in acc else pd.Series("", index=acc.index)
+    acc = acc[(variant == "") | (acc.evaluation == WORST_CASE)]
     if acc.empty:
         return pd.DataFrame()
     acc["column"] = column_labels(acc)

@@ -24,7 +24,7 @@ from typing import Any
 from benchmark.atomic import WriteError
 from benchmark.errors import BenchError, CheckpointError
 from benchmark.evaluations.base import CellKey, Evaluation
-from benchmark.partial import Partial, partial_for
+from benchmark.partial import CRAFTED_DIR, Partial, partial_for
 from benchmark.records import CellRecords
 from benchmark.runner.context import RunContext
 from benchmark.runner.plan import Cell, Group
@@ -107,6 +107,13 @@ def run_group(group: Group, run: RunContext, store: Store, prov: Provenance, on_
         return opened[-1]
 
     ctx.partial = partial
+
+    def crafted(sources: list[str], spec: dict[str, Any]) -> Partial:
+        identities = [run.models[s if s in run.models else run.suite.replica_of(s)].identity for s in sources]
+        return partial_for(store.cells_dir, {"sources": identities, "subset": run.data.subset_hash, **spec},
+                           CRAFTED_DIR)
+
+    ctx.crafted = crafted
     last: dict[str, CellRecords] = {}
     try:
         for cell in group.cells:

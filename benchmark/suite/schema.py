@@ -183,6 +183,10 @@ class Suite(StrictModel):
                     kind = None  # reported by the entry's own validation
                 if kind is not None and "seed" in kind.model_fields:
                     entry = {**entry, "seed": seed}
+                # A kind with a list of source models (the transfer matrix) takes every model by default.
+                if kind is not None and "sources" in kind.model_fields and "sources" not in entry \
+                        and isinstance(data.get("models"), dict):
+                    entry = {**entry, "sources": list(data["models"])}
             entries.append(entry)
         return {**data, "evaluations": entries}
 
