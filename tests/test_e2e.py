@@ -78,7 +78,8 @@ def test_cifar10_suite_on_miniature_cifar(tmp_path: Path, cifar10_dir: Path, cap
             # certify with 30 draws, not Cohen's 100000 (every image abstains: the path, not the radii);
             # OOD against impulse noise only (the CIFAR-100 loader has its own test in test_data)
             "evaluations[4].n0=5", "evaluations[4].n=30", "evaluations[4].sigma=[0.25]",
-            "evaluations[5].shift=[impulse_noise@5]", "evaluations[5].n=4", "evaluations[5].sigma=[0.25]"]
+            "evaluations[5].shift=[impulse_noise@5]", "evaluations[5].n=4", "evaluations[5].sigma=[0.25]",
+            "evaluations[6].steps=2", "evaluations[7].n_queries=5"]
     args = ["run", str(ROOT / "suites" / "cifar10.yaml"), "--n-examples", "6", "--results-dir", str(tmp_path / "res"),
             "--no-progress", "--models", "Standard", "resnet18-standard", "resnet18-at"]
     for s in sets:
@@ -90,7 +91,8 @@ def test_cifar10_suite_on_miniature_cifar(tmp_path: Path, cifar10_dir: Path, cap
     assert sorted(pgd.eps.unique()) == pytest.approx([2 / 255, 4 / 255, 8 / 255, 12 / 255, 16 / 255])
     assert sorted(tidy[tidy.evaluation == "autoattack"].eps.unique()) == pytest.approx([8 / 255, 16 / 255])
     assert (tidy.n[tidy.metric == "accuracy"] == 6).all()
-    assert {"certified_accuracy@0", "ood_auroc:entropy@sigma=0.25"} <= set(tidy.metric)
+    assert {"certified_accuracy@0", "ood_auroc:entropy@sigma=0.25", "attack_success_rate", "robust_accuracy@q=6"} \
+        <= set(tidy.metric)
     assert "8/255" in capsys.readouterr().out
 
 
