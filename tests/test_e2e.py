@@ -108,7 +108,9 @@ def test_robustbench_weights_missing_names_the_file(tmp_path: Path, cifar10_dir:
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     args = ["run", str(ROOT / "suites" / "cifar10.yaml"), "--results-dir", str(tmp_path / "res"), "--no-progress",
             "--models", "Rice2020Overfitting", "--set", f"data.data_dir={cifar10_dir}",
-            "--set", f"models.Rice2020Overfitting.model_dir={tmp_path / 'rb'}"]
+            "--set", f"models.Rice2020Overfitting.model_dir={tmp_path / 'rb'}",
+            # the transfer matrix's sources (RobustBench's Standard among them) would be needed too
+            "--set", "evaluations[6].sources=[Rice2020Overfitting]", "--set", "evaluations[6].ensembles=[]"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "models.Rice2020Overfitting.robustbench" in err
