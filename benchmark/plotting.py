@@ -40,6 +40,14 @@ PAPER_RC: dict[str, Any] = {"font.size": 10, "axes.titlesize": 10, "axes.labelsi
 """Matplotlib settings of the paper figures (fonts readable at print size, no top/right spines)."""
 
 
+def save_paper_png(fig: Any, path: Path, dpi: int = 150) -> Path:
+    """Write a :func:`paper_figure` as PNG atomically (tight bounding box, so outside legends stay in),
+    then clear it."""
+    atomic_write_bytes(path, lambda f: fig.savefig(f, dpi=dpi, format="png", bbox_inches="tight"))
+    fig.clear()
+    return path
+
+
 def paper_figure(size: tuple[float, float]) -> Any:
     """An empty figure with constrained layout and an Agg canvas, not registered with pyplot.
 

@@ -161,15 +161,15 @@ def test_rows_with_nonfinite_clean_logits_are_invalid_and_not_attacked(tiny_digi
 def test_cells_and_parameters_are_per_direction() -> None:
     kind = EVALUATIONS.get("confidence-attack")
     both = kind.model_validate({"attack": "confidence-attack", "eps": ["8/255", 0.1]})
-    assert [(c.eps, c.variant) for c in both.cells()] == [(8 / 255, "over@8/255"), (8 / 255, "under@8/255"),
-                                                         (0.1, "over@0.1"), (0.1, "under@0.1")]
+    assert [(c.eps, c.variant) for c in both.cells()] == [(8 / 255, "over"), (8 / 255, "under"), (0.1, "over"),
+                                                         (0.1, "under")]
     assert both.n_cells == 4 and not both.adversarial and not both.cascade
     over = kind.model_validate({"attack": "confidence-attack", "eps": ["8/255", 0.1], "direction": ["over"]})
-    assert over.cell_params("over@0.1") == both.cell_params("over@0.1")
-    assert both.cell_params("over@0.1") != both.cell_params("under@0.1")
-    assert both.cell_params("under@0.1") == {"norm": "Linf", "steps": 20, "step_size": None, "min_margin": 1e-3,
+    assert over.cell_params("over") == both.cell_params("over")
+    assert both.cell_params("over") != both.cell_params("under")
+    assert both.cell_params("under") == {"norm": "Linf", "steps": 20, "step_size": None, "min_margin": 1e-3,
                                              "direction": "under"}
-    for bad in ({"direction": []}, {"direction": ["sideways"]}, {"eps": [0.1, 0.10001]}, {"norm": "L1"}):
+    for bad in ({"direction": []}, {"direction": ["sideways"]}, {"norm": "L1"}):
         with pytest.raises(ValueError):
             kind.model_validate({"attack": "confidence-attack", "eps": [0.1], **bad})
 
@@ -193,20 +193,19 @@ def results(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> Path:
 def test_cells_are_stored_per_eps_and_direction(results: Path) -> None:
     store = Store(results)
     cells = [c for c in store.read_manifest().cells if c.attack == "confidence-attack"]
-    assert [(c.eps, c.variant) for c in cells] == [(0.05, "over@0.05"), (0.05, "under@0.05"), (0.1, "over@0.1"),
-                                                   (0.1, "under@0.1")]
+    assert [(c.eps, c.variant) for c in cells] == [(0.05, "over"), (0.05, "under"), (0.1, "over"), (0.1, "under")]
     assert len({c.fingerprint for c in cells}) == 4
     clean = store.read(next(c.fingerprint for c in store.read_manifest().cells if c.attack == "clean"))[0]
     for cell in cells:
         rec, meta = store.read(cell.fingerprint)
-        assert meta.notes["direction"] == cell.variant.split("@")[0] and meta.notes["label_changed"] == 0
+        assert meta.notes["direction"] == cell.variant and meta.notes["label_changed"] == 0
         assert meta.params["direction"] == meta.notes["direction"]
         np.testing.assert_array_equal(rec.pred, clean.pred)  # no prediction changed
         np.testing.assert_array_equal(rec.extras["pred_clean"], clean.pred)
         assert rec.attacked.all() and not rec.extras["label_changed"].any()
         assert (rec.pert_norm <= cell.eps * (1 + 1e-5) + 1e-6).all()
         shift = rec.extras["confidence"] - rec.extras["confidence_clean"]
-        assert (shift >= -1e-6).all() if "over" in cell.variant else (shift <= 1e-6).all()
+        assert (shift >= -1e-6).all() if cell.variant == "over" else (shift <= 1e-6).all()
 
 
 def test_rows_and_table_follow_from_the_records(results: Path) -> None:
@@ -221,7 +220,7 @@ def test_rows_and_table_follow_from_the_records(results: Path) -> None:
     assert not (mine.metric == "robust_accuracy").any() and (tidy.attack == "worst-case").sum() == 0
     for cell in (c for c in manifest.cells if c.attack == "confidence-attack"):
         rec = store.read(cell.fingerprint)[0]
-        rows = mine[mine.variant == cell.variant].set_index("metric")
+        rows = mine[(mine.variant == cell.variant) & (mine.eps == cell.eps)].set_index("metric")
         assert rows.loc["label_changed_rate"].value == 0 and rows.loc["label_changed_rate"].ci_high > 0
         ece = compute_metrics(rec.probs, rec.label, rec.valid, ["ece"], n_bins=manifest.n_bins)["ece"][0]
         assert rows.loc["ece"].value == pytest.approx(ece)
@@ -230,7 +229,7 @@ def test_rows_and_table_follow_from_the_records(results: Path) -> None:
         assert rows.loc["mean_confidence_shift"].value == pytest.approx(
             (rec.extras["confidence"] - rec.extras["confidence_clean"]).mean(), abs=1e-6)
         assert rows.loc["accuracy"].value == pytest.approx(rec.correct.mean())
-        direction = cell.variant.split("@")[0]
+        direction = cell.variant
         line = table[(table.direction == direction) & np.isclose(table.eps, cell.eps)].iloc[0]
         assert line["norm"] == "Linf" and line["label changed %"] == 0
         assert line["ECE %"] == pytest.approx(ece * 100, abs=1e-3)
@@ -240,6 +239,9 @@ def test_rows_and_table_follow_from_the_records(results: Path) -> None:
         assert line["clean confidence %"] == pytest.approx(rec.extras["confidence_clean"].mean() * 100, abs=1e-3)
         moved = line["confidence %"] - line["clean confidence %"]
         assert moved > 0 if direction == "over" else moved < 0
+    # the calibration table keeps each radius of a direction on a row of its own
+    inputs = pd.read_csv(results / "calibration.csv").inputs
+    assert {f"confidence-attack:{d}@{e}" for d in ("over", "under") for e in ("0.05", "0.1")} <= set(inputs)
 
 
 def test_the_figure_is_written(results: Path) -> None:

@@ -128,6 +128,8 @@ def test_matrix_cells_are_crafted_once_per_source_and_reported(tmp_path: Path, c
     assert list(view.columns) == ["evaluation", "eps", "source", "a", "b"]
     assert view.set_index(["eps", "source"]).loc[(0.1, "a"), "a"].startswith("[")  # white-box bracketed
     assert (res / "transfer_matrix.png").is_file()
+    returned = set(pd.read_csv(res / "calibration_returned.csv").inputs)  # one row per source and radius
+    assert {f"transfer-matrix:src={s}@{e}" for s in ("a", "b", "ens(a+b)") for e in ("0.1", "0.2")} <= returned
     robust = pd.read_csv(res / "robust_accuracy.csv")
     assert not any(c.startswith("transfer-matrix") for c in robust.columns)
     # a second run reads every cell; deleting one target's cells recomputes them from the stored examples

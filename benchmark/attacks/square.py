@@ -71,8 +71,7 @@ class SquareRunner:
                     broken = model(x_run).argmax(1) != y[rows]
                     adv[rows[broken]] = x_run[broken]
                     standing[rows[broken]] = False
-        return AttackResult(x_adv=adv, extras={"queries": queries.cpu().numpy().astype(np.int64)},
-                            info={"square_budget": [int(self.n_queries)]})
+        return AttackResult(x_adv=adv, extras={"queries": queries.cpu().numpy().astype(np.int64)})
 
 
 def square(*, norm: str = "Linf", n_queries: int = 5000, p_init: float = 0.8, restarts: int = 1,

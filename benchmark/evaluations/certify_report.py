@@ -133,9 +133,8 @@ def certified_figure(inputs: ReportInputs, path: Path, title: str) -> Path | Non
     import numpy as np
     from matplotlib.lines import Line2D
 
-    from benchmark.atomic import atomic_write_bytes
     from benchmark.certify.bounds import certified_accuracy
-    from benchmark.plotting import mean_std_curve, paper_figure
+    from benchmark.plotting import mean_std_curve, paper_figure, save_paper_png
 
     groups = {name: info.group for name, info in inputs.manifest.models.items()}
     curves: dict[tuple[float, str], dict[str, dict[str, list[Any]]]] = {}
@@ -186,6 +185,4 @@ def certified_figure(inputs: ReportInputs, path: Path, title: str) -> Path | Non
                 Line2D([], [], color="0.3", ls=":", label="R2: never confidently wrong")]
     fig.legend(handles=handles, loc="outside right center", fontsize=8)
     fig.suptitle(f"{title}: certified accuracy against the radius (randomized smoothing)")
-    atomic_write_bytes(path, lambda f: fig.savefig(f, dpi=150, format="png", bbox_inches="tight"))
-    fig.clear()
-    return path
+    return save_paper_png(fig, path)

@@ -8,9 +8,8 @@ the cells show how far calibration (ECE, mean confidence) can be moved without c
 prediction.
 
 Cells: one per eps and direction, each computed from the clean inputs (no cascade). A cell's variant
-is ``<direction>@<eps label>`` (``over@0.1``, ``under@8/255``): the direction, plus the radius so that
-tables keyed by evaluation and variant (the calibration pivot) keep the radii apart. Its parameters
-(:meth:`ConfidenceAttackEval.cell_params`) hold its own direction only.
+is its direction (``over`` or ``under``); its parameters (:meth:`ConfidenceAttackEval.cell_params`)
+hold that direction only.
 
 Records: ``probs``, ``pred``, ``correct`` and ``valid`` at the attacked point; ``valid`` False where
 the clean logits were not finite (those rows are not attacked, ``attacked`` False); ``pert_norm`` the
@@ -49,16 +48,6 @@ DIRECTIONS = ("over", "under")
 """The directions of ``benchmark.attacks.confidence.DIRECTIONS`` (a test keeps them equal)."""
 
 
-def variant_name(direction: str, eps: float) -> str:
-    """``over@0.1``: a cell's direction and radius."""
-    return f"{direction}@{eps_label(eps)}"
-
-
-def variant_direction(variant: str) -> str:
-    """The direction of a variant name."""
-    return variant.partition("@")[0]
-
-
 @EVALUATIONS.register("confidence-attack", help="Attacks on confidence (Obadinma et al. 2024): PGD pushes the "
                                                 "confidence up or down within eps, never changing a prediction.")
 class ConfidenceAttackEval(Evaluation):
@@ -85,25 +74,14 @@ class ConfidenceAttackEval(Evaluation):
             raise ValueError("give at least one direction (over, under)")
         return tuple(dict.fromkeys(v))
 
-    @field_validator("eps")
-    @classmethod
-    def _labelled_apart(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if len({eps_label(e) for e in v}) < len(v):  # the variants carry the label (see cells)
-            raise ValueError(f"eps {', '.join(map(eps_label, v))}: two radii share a label; the cells are named by it")
-        return v
-
     @property
     def variants(self) -> tuple[str, ...]:
-        """The directions (each cell's variant adds its radius, see :meth:`cells`)."""
+        """The directions: a cell per eps and direction."""
         return self.direction
-
-    def cells(self) -> list[CellKey]:
-        """One cell per eps and direction, ascending eps, named ``<direction>@<eps label>``."""
-        return [CellKey(eps, k, variant_name(d, eps)) for k, eps in enumerate(self.eps) for d in self.direction]
 
     def cell_params(self, variant: str) -> dict[str, Any]:
         """One cell's parameters: norm, steps, step size, margin and its own direction."""
-        return {**self.attack_params(), "direction": variant_direction(variant)}
+        return {**self.attack_params(), "direction": variant}
 
     def settings(self) -> str:
         return super().settings() + ("" if self.step_size is not None else ", step size 2.5 eps/steps")

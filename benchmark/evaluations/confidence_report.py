@@ -18,15 +18,11 @@ _METRICS = {"ece_clean": "clean ECE %", "ece": "ECE %", "mean_confidence_clean":
 _CI = ("ECE 95% low", "ECE 95% high")
 
 
-def _direction(variant: str) -> str:
-    return variant.partition("@")[0]
-
-
 def _rows(inputs: ReportInputs) -> pd.DataFrame:
     """The kind's tidy rows of the table's metrics, with a ``direction`` column."""
     tidy = inputs.tidy
     rows = tidy[(tidy.attack == KIND) & tidy.metric.isin(list(_METRICS))]
-    return rows.assign(direction=[_direction(v) for v in rows.variant])
+    return rows.assign(direction=rows.variant)
 
 
 def confidence_table(inputs: ReportInputs) -> list[Table]:
@@ -65,8 +61,7 @@ def confidence_figure(inputs: ReportInputs, path: Path, title: str) -> Path | No
     import numpy as np
     from matplotlib.lines import Line2D
 
-    from benchmark.atomic import atomic_write_bytes
-    from benchmark.plotting import mean_std_curve, paper_figure
+    from benchmark.plotting import mean_std_curve, paper_figure, save_paper_png
 
     rows = _rows(inputs)
     rows = rows[rows.metric.isin(["ece", "ece_clean"])]
@@ -108,6 +103,4 @@ def confidence_figure(inputs: ReportInputs, path: Path, title: str) -> Path | No
                 Line2D([], [], color="0.3", ls=":", label="under: confidence down")]
     fig.legend(handles=handles, loc="outside right center", fontsize=8)
     fig.suptitle(f"{title}: ECE under attacks on confidence (no prediction changes)")
-    atomic_write_bytes(path, lambda f: fig.savefig(f, dpi=150, format="png", bbox_inches="tight"))
-    fig.clear()
-    return path
+    return save_paper_png(fig, path)

@@ -61,11 +61,16 @@ class SquareEval(AttackCascade):
             raise ValueError("give a non-empty list of budgets >= 0")
         return None if v is None else tuple(sorted(set(v)))
 
+    @property
+    def total_queries(self) -> int:
+        """The most queries an example can use: per restart the initial point, then one per iteration."""
+        return (self.n_queries + 1) * self.restarts
+
     def budget_list(self) -> tuple[int, ...]:
         """The budgets of the tidy rows and the table."""
         if self.budgets is not None:
             return self.budgets
-        total = (self.n_queries + 1) * self.restarts  # each restart: the initial point, then one per iteration
+        total = self.total_queries
         return tuple(sorted({*(10 ** k for k in range(int(np.log10(total)) + 1)), total}))
 
     def settings(self) -> str:

@@ -30,9 +30,8 @@ def queries_figure(inputs: ReportInputs, path: Path, title: str) -> Path | None:
     """
     from matplotlib.lines import Line2D
 
-    from benchmark.atomic import atomic_write_bytes
     from benchmark.fields import eps_label
-    from benchmark.plotting import mean_std_curve, paper_figure
+    from benchmark.plotting import mean_std_curve, paper_figure, save_paper_png
 
     groups = {name: info.group for name, info in inputs.manifest.models.items()}
     curves: dict[tuple[str, float], dict[str, list[Any]]] = {}
@@ -45,7 +44,7 @@ def queries_figure(inputs: ReportInputs, path: Path, title: str) -> Path | None:
             continue
         ev = inputs.evaluations[cell.evaluation]
         key = (cell.evaluation, cell.eps)
-        totals[key] = max(ev.budget_list())
+        totals[key] = ev.total_queries
         curves.setdefault(key, {}).setdefault(groups.get(cell.model, cell.model), []).append(rec)
     if not curves:
         return None
@@ -73,6 +72,4 @@ def queries_figure(inputs: ReportInputs, path: Path, title: str) -> Path | None:
     fig.legend(handles=[Line2D([], [], color=colors[g], lw=2, label=g) for g in names], loc="outside right center",
                fontsize=8)
     fig.suptitle(f"{title}: Square Attack, robust accuracy against the query budget")
-    atomic_write_bytes(path, lambda f: fig.savefig(f, dpi=150, format="png", bbox_inches="tight"))
-    fig.clear()
-    return path
+    return save_paper_png(fig, path)

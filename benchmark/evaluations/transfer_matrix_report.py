@@ -9,7 +9,7 @@ multi-seed entry is a transfer between seeds of one recipe).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from benchmark.evaluations.base import ReportInputs, Table
 
@@ -47,25 +47,32 @@ def matrix_frame(inputs: ReportInputs) -> pd.DataFrame:
     return out
 
 
-def _views(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per rate, ``(evaluation, eps, source) x target group`` with bracketed own-recipe entries (text)."""
-    import numpy as np
+def by_target_group(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (evaluation, eps, source, target group): ``own`` (the source's own recipe) and the two
+    rates averaged over the group's replicas, the white-box replica left out when the group has others."""
     import pandas as pd
 
-    views = {}
-    for short in METRICS.values():
-        cells: dict[tuple[Any, ...], dict[str, str]] = {}
-        for (ev, eps, source, group), block in frame.groupby(["evaluation", "eps_label", "source", "group"],
-                                                             sort=False):
-            own = source == group or bool(block.white_box.any())
-            others = block[~block.white_box]
-            use = others if own and len(others) else block
-            value = float(np.mean(use[f"{short} %"]))
-            cells.setdefault((ev, eps, source), {})[group] = f"[{value:.1f}]" if own else f"{value:.1f}"
-        view = pd.DataFrame.from_dict(cells, orient="index")
-        view.index = pd.MultiIndex.from_tuples(view.index, names=["evaluation", "eps", "source"])
-        views[short] = view.fillna("")
-    return views
+    rows = []
+    for (ev, eps, source, group), block in frame.groupby(["evaluation", "eps_label", "source", "group"],
+                                                         sort=False):
+        own = source == group or bool(block.white_box.any())
+        use = block[~block.white_box] if own and (~block.white_box).any() else block
+        rows.append({"evaluation": ev, "eps": eps, "source": source, "group": group, "own": own,
+                     **{short: float(use[f"{short} %"].mean()) for short in METRICS.values()}})
+    return pd.DataFrame(rows)
+
+
+def _views(groups: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per rate, ``(evaluation, eps, source) x target group`` as text, own-recipe entries bracketed."""
+    import pandas as pd
+
+    text = groups.assign(**{short: [f"[{v:.1f}]" if own else f"{v:.1f}" for v, own in zip(groups[short], groups.own)]
+                            for short in METRICS.values()})
+    keys = ["evaluation", "eps", "source"]
+    order = pd.MultiIndex.from_frame(groups[keys].drop_duplicates())  # suite order, not sorted
+    return {short: text.pivot(index=keys, columns="group", values=short)
+            .reindex(index=order, columns=list(dict.fromkeys(groups.group))).fillna("").rename_axis(columns=None)
+            for short in METRICS.values()}
 
 
 def matrix_tables(inputs: ReportInputs) -> list[Table]:
@@ -74,7 +81,7 @@ def matrix_tables(inputs: ReportInputs) -> list[Table]:
     frame = matrix_frame(inputs)
     if frame.empty:
         return []
-    views = _views(frame)
+    views = _views(by_target_group(frame))
     note = ("rows: the model the examples were crafted on; columns: the target (mean over its seeds); "
             "[ ]: the source's own recipe (white-box when it is the very model crafted on)")
     return [
@@ -95,15 +102,15 @@ def matrix_figure(inputs: ReportInputs, path: Path, title: str) -> Path | None:
     import numpy as np
     from matplotlib.patches import Rectangle
 
-    from benchmark.atomic import atomic_write_bytes
-    from benchmark.plotting import paper_figure
+    from benchmark.plotting import paper_figure, save_paper_png
 
     frame = matrix_frame(inputs)
     if frame.empty:
         return None
-    panels = list(dict.fromkeys(zip(frame.evaluation, frame.eps_label)))
-    sources = list(dict.fromkeys(frame.source))
-    targets = list(dict.fromkeys(frame.group))
+    groups = by_target_group(frame)
+    panels = list(dict.fromkeys(zip(groups.evaluation, groups.eps)))
+    sources = list(dict.fromkeys(groups.source))
+    targets = list(dict.fromkeys(groups.group))
     cols = min(2, len(panels))
     rows = -(-len(panels) // cols)
     size = 0.55 * max(len(targets), 3) + 2.5
@@ -111,14 +118,12 @@ def matrix_figure(inputs: ReportInputs, path: Path, title: str) -> Path | None:
     axes = fig.subplots(rows, cols, squeeze=False)
     image = None
     for ax, (ev, eps) in zip(axes.flat, panels):
-        block = frame[(frame.evaluation == ev) & (frame.eps_label == eps)]
+        block = groups[(groups.evaluation == ev) & (groups.eps == eps)]
         grid = np.full((len(sources), len(targets)), np.nan)
         own = np.zeros_like(grid, dtype=bool)
-        for (source, group), g in block.groupby(["source", "group"], sort=False):
-            i, j = sources.index(source), targets.index(group)
-            own[i, j] = source == group or bool(g.white_box.any())
-            use = g[~g.white_box] if own[i, j] and (~g.white_box).any() else g
-            grid[i, j] = float(use["success %"].mean())
+        for r in block.itertuples():
+            i, j = sources.index(r.source), targets.index(r.group)
+            grid[i, j], own[i, j] = r.success, r.own
         image = ax.imshow(grid, vmin=0, vmax=100, cmap="magma_r", aspect="auto")
         for i in range(len(sources)):
             for j in range(len(targets)):
@@ -136,6 +141,4 @@ def matrix_figure(inputs: ReportInputs, path: Path, title: str) -> Path | None:
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), label="attack success rate (%)", shrink=0.8)
     fig.suptitle(f"{title}: transfer attack success rate (blue box: the source's own recipe)")
-    atomic_write_bytes(path, lambda f: fig.savefig(f, dpi=150, format="png", bbox_inches="tight"))
-    fig.clear()
-    return path
+    return save_paper_png(fig, path)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.fields import eps_label
 from benchmark.metrics import metric_order, presentation
 from benchmark.report.tidy import WORST_CASE
 
@@ -59,6 +60,17 @@ def robust_pivot(tidy: pd.DataFrame, numeric: bool = True) -> pd.DataFrame:
     return pivot
 
 
+def _inputs_label(evaluation: str, attack: str, eps_lbl: Any, eps: float, loss: Any, variant: Any) -> str:
+    """The calibration pivot's row label: ``clean``, ``pgd@0.1``, ``corruption:contrast@3`` (a variant), or
+    ``transfer-matrix:src=at@0.1`` (a variant of a kind with radii: each radius its own row)."""
+    if attack == "clean":
+        return "clean"
+    if isinstance(variant, str) and variant:
+        lbl = eps_lbl if isinstance(eps_lbl, str) and eps_lbl else eps_label(eps)
+        return f"{evaluation}:{variant}" + (f"@{lbl}" if eps else "")
+    return f"{evaluation}{_loss_part(loss)}@{eps_lbl}"
+
+
 def calibration_pivot(tidy: pd.DataFrame, numeric: bool = True) -> pd.DataFrame:
     """(model, inputs) x every registered metric of the table, in presentation order; percent where usual.
 
@@ -72,8 +84,8 @@ def calibration_pivot(tidy: pd.DataFrame, numeric: bool = True) -> pd.DataFrame:
         return pd.DataFrame()
     loss = cal["loss"] if "loss" in cal else [""] * len(cal)
     variant = cal["variant"] if "variant" in cal else [""] * len(cal)
-    cal["inputs"] = [("clean" if a == "clean" else f"{e}:{v}" if v else f"{e}{_loss_part(lo)}@{lbl}")
-                     for e, a, lbl, lo, v in zip(cal.evaluation, cal.attack, cal.eps_label, loss, variant)]
+    cal["inputs"] = [_inputs_label(e, a, lbl, eps, lo, v)
+                     for e, a, lbl, eps, lo, v in zip(cal.evaluation, cal.attack, cal.eps_label, cal.eps, loss, variant)]
     pivot = cal.pivot_table(index=["model", "inputs"], columns="metric", values="value", aggfunc="first", sort=False)
     pivot = pivot.reindex(columns=[m for m in metrics if m in pivot.columns])
     if numeric:
