@@ -41,7 +41,8 @@ def _images(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
 
 
-def make_cifar10(root: Path, n_train: int = 50, n_test: int = 20, seed: int = 0) -> dict[str, str]:
+def make_cifar10(root: Path, n_train: int = 50, n_test: int = 20, seed: int = 0,
+                 learnable: bool = False) -> dict[str, str]:
     """Write a miniature CIFAR-10 under ``root/cifar-10-batches-py``.
 
     Args:
@@ -49,6 +50,9 @@ def make_cifar10(root: Path, n_train: int = 50, n_test: int = 20, seed: int = 0)
         n_train: images per training batch (five batches, like the real set).
         n_test: images in ``test_batch``.
         seed: seed of the random pixels and labels.
+        learnable: images of a random brightness plus noise, labelled by their brightness decile (a
+            model can learn it, and corruptions that move brightness change its predictions); random
+            pixels and labels otherwise.
 
     Returns:
         md5 of every written file, by file name (to patch torchvision's expected md5s with).
@@ -59,11 +63,17 @@ def make_cifar10(root: Path, n_train: int = 50, n_test: int = 20, seed: int = 0)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name in names:
         n = n_test if name == "test_batch" else n_train
+        if learnable:
+            level = rng.uniform(0, 256, size=(n, 1))
+            data = np.clip(level + rng.normal(0, 20, size=(n, 3072)), 0, 255).astype(np.uint8)
+            labels = np.minimum(level[:, 0] // 25.6, 9).astype(int)
+        else:
+            labels, data = rng.integers(0, 10, size=n), None
         _dump(
             {
                 "batch_label": f"{name} of 5" if name != "test_batch" else "testing batch 1 of 1",
-                "labels": [int(v) for v in rng.integers(0, 10, size=n)],
-                "data": _images(rng, n),
+                "labels": [int(v) for v in labels],
+                "data": data if data is not None else _images(rng, n),
                 "filenames": [f"img_{name}_{i}.png" for i in range(n)],
             },
             folder / name,
@@ -114,3 +124,33 @@ def patch_md5s(monkeypatch: pytest.MonkeyPatch, cls: type, md5s: dict[str, str])
     monkeypatch.setattr(cls, "train_list", [[f, md5s[f]] for f, _ in cls.train_list])
     monkeypatch.setattr(cls, "test_list", [[f, md5s[f]] for f, _ in cls.test_list])
     monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5s[cls.meta["filename"]]})
+
+
+CIFAR_C_FOLDER = "CIFAR-10-C"
+
+
+def read_test_batch(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The miniature CIFAR-10's test images (uint8 NHWC) and labels, as written by :func:`make_cifar10`."""
+    with open(Path(root) / CIFAR10_FOLDER / "test_batch", "rb") as f:
+        raw = pickle.load(f, encoding="latin1")
+    return raw["data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(raw["labels"], np.int64)
+
+
+def corrupt_for_fixture(images: np.ndarray, corruption: str, severity: int) -> np.ndarray:
+    """A deterministic stand-in corruption (uint8 in, uint8 out): contrast pulled towards grey by the severity,
+    plus a pattern that depends on the corruption's name, so files and severities differ."""
+    shift = int(hashlib.md5(corruption.encode()).hexdigest()[:2], 16) % 32
+    x = images.astype(np.float64) * (1 - 0.15 * severity) + 127.5 * 0.15 * severity + shift
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def make_cifar10c(root: Path, images: np.ndarray, labels: np.ndarray, corruptions: list[str],
+                  folder: str = CIFAR_C_FOLDER) -> Path:
+    """Write a miniature CIFAR-10-C in the release's layout under ``root/folder``: ``<corruption>.npy``
+    (uint8 ``(5 * N, 32, 32, 3)``, severity 1's N images first) and ``labels.npy`` (the N labels five times)."""
+    out = Path(root) / folder
+    out.mkdir(parents=True, exist_ok=True)
+    for name in corruptions:
+        np.save(out / f"{name}.npy", np.concatenate([corrupt_for_fixture(images, name, s) for s in range(1, 6)]))
+    np.save(out / "labels.npy", np.tile(np.asarray(labels, np.uint8), 5))
+    return out

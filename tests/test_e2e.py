@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+
+from cifar_fixture import make_cifar10c, read_test_batch
 
 from benchmark.cli import main
 
@@ -69,7 +72,10 @@ def test_cifar10_suite_on_miniature_cifar(tmp_path: Path, cifar10_dir: Path, cap
     # (WRN-34-20) and Engstrom2019Robustness are left out here; their loading path is the same.
     model_dir = tmp_path / "rb"
     _robustbench_checkpoint(model_dir)
-    sets = [f"data.data_dir={cifar10_dir}", f"cache_dir={tmp_path / 'cache'}",
+    data_dir = tmp_path / "data"  # the shared miniature plus a miniature CIFAR-10-C (fog only)
+    shutil.copytree(cifar10_dir, data_dir)
+    make_cifar10c(data_dir, *read_test_batch(data_dir), ["fog"])
+    sets = [f"data.data_dir={data_dir}", f"cache_dir={tmp_path / 'cache'}",
             f"models.Standard.model_dir={model_dir}",
             "models.resnet18-standard.recipe.epochs=1", "models.resnet18-at.recipe.epochs=1",
             "models.resnet18-at.recipe.adversarial.steps=2",
@@ -79,7 +85,8 @@ def test_cifar10_suite_on_miniature_cifar(tmp_path: Path, cifar10_dir: Path, cap
             # OOD against impulse noise only (the CIFAR-100 loader has its own test in test_data)
             "evaluations[4].n0=5", "evaluations[4].n=30", "evaluations[4].sigma=[0.25]",
             "evaluations[5].shift=[impulse_noise@5]", "evaluations[5].n=4", "evaluations[5].sigma=[0.25]",
-            "evaluations[6].steps=2", "evaluations[7].n_queries=5"]
+            "evaluations[6].steps=2", "evaluations[7].n_queries=5",
+            "evaluations[8].corruptions=[fog]", "evaluations[8].severities=[1, 5]"]
     args = ["run", str(ROOT / "suites" / "cifar10.yaml"), "--n-examples", "6", "--results-dir", str(tmp_path / "res"),
             "--no-progress", "--models", "Standard", "resnet18-standard", "resnet18-at"]
     for s in sets:
@@ -93,6 +100,8 @@ def test_cifar10_suite_on_miniature_cifar(tmp_path: Path, cifar10_dir: Path, cap
     assert (tidy.n[tidy.metric == "accuracy"] == 6).all()
     assert {"certified_accuracy@0", "ood_auroc:entropy@sigma=0.25", "attack_success_rate", "robust_accuracy@q=6"} \
         <= set(tidy.metric)
+    assert set(tidy[tidy.evaluation == "cifar10-c"].variant) == {"fog@1", "fog@5"}
+    assert (tmp_path / "res" / "cifar10" / "corruption_mce.csv").is_file()
     assert "8/255" in capsys.readouterr().out
 
 

@@ -39,6 +39,10 @@ class DatasetInfo:
         mean: conventional per-channel mean of the training images (in ``[0, 1]`` units).
         std: conventional per-channel standard deviation of the training images.
         needs_files: whether loading needs files on disk (and possibly a download).
+        splits: its split names when they are not ``train``/``val``/``test`` (a ``-C`` dataset's are
+            ``corruption@severity``).
+        base: the dataset whose test split every split corrupts, example by example (``cifar10`` for
+            ``cifar10c``); None for an ordinary dataset.
     """
 
     num_classes: int
@@ -46,6 +50,36 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     needs_files: bool
+    splits: tuple[str, ...] | None = None
+    base: str | None = None
+
+
+CIFAR_C_CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression")
+"""The 15 corruptions of CIFAR-10-C / CIFAR-100-C's benchmark (Hendrycks & Dietterich's order)."""
+CIFAR_C_EXTRA: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+"""The 4 held-out corruptions the releases also hold."""
+
+
+def corrupted_split(dataset: str, split: str, corruptions: tuple[str, ...]) -> tuple[str, int]:
+    """``(corruption, severity)`` of a ``-C`` dataset's split name ``corruption@severity``.
+
+    Raises:
+        DataError: a malformed name, an unknown corruption (with a suggestion) or a severity not in 1..5.
+    """
+    name, at, sev = split.partition("@")
+    if not at or not sev.isdigit() or not 1 <= int(sev) <= 5:
+        raise DataError(f"dataset '{dataset}' has one split per corruption and severity, named like 'fog@3' "
+                        f"(severity 1..5); got '{split}'")
+    if name not in corruptions:
+        raise DataError(f"dataset '{dataset}' has no corruption '{name}'.{suggest(name, corruptions)} "
+                        f"Known: {', '.join(corruptions)}")
+    return name, int(sev)
+
+
+def _c_splits() -> tuple[str, ...]:
+    return tuple(f"{c}@{s}" for c in CIFAR_C_CORRUPTIONS + CIFAR_C_EXTRA for s in range(1, 6))
 
 
 class DatasetSource(Protocol):
@@ -77,6 +111,14 @@ DATASETS.add("cifar100", "benchmark.data.cifar:CIFAR100",
              help="CIFAR-100 via torchvision (files under data_dir; --download fetches them)",
              info=DatasetInfo(100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
                               needs_files=True))
+DATASETS.add("cifar10c", "benchmark.data.cifar_c:CIFAR10C",
+             help="CIFAR-10-C's .npy files (split 'corruption@severity'; --download fetches them)",
+             info=DatasetInfo(10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616), needs_files=True,
+                              splits=_c_splits(), base="cifar10"))
+DATASETS.add("cifar100c", "benchmark.data.cifar_c:CIFAR100C",
+             help="CIFAR-100-C's .npy files (split 'corruption@severity'; --download fetches them)",
+             info=DatasetInfo(100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), needs_files=True,
+                              splits=_c_splits(), base="cifar100"))
 DATASETS.add("fake", "benchmark.data.fake:FAKE",
              help="deterministic random 3x32x32 images in 10 classes, for tests",
              # Half uniform noise + half a uniform prototype: mean 0.5, std sqrt(2 * 0.25 / 12).
@@ -102,8 +144,8 @@ def load_dataset(name: str, split: Split, *, data_dir: Path = Path("data"), down
     """Load one split of a registered dataset as float32 NCHW tensors in ``[0, 1]``.
 
     Args:
-        name: registry name (``digits``, ``cifar10``, ``cifar100``, ``fake``).
-        split: ``"train"``, ``"val"`` or ``"test"``.
+        name: registry name (``digits``, ``cifar10``, ``cifar100``, ``cifar10c``, ``cifar100c``, ``fake``).
+        split: ``"train"``, ``"val"`` or ``"test"``; ``corruption@severity`` for a ``-C`` dataset.
         data_dir: root folder of dataset files.
         download: whether missing files may be fetched from the internet.
         seed: seed of generated datasets; real datasets have fixed splits and ignore it.
@@ -114,7 +156,10 @@ def load_dataset(name: str, split: Split, *, data_dir: Path = Path("data"), down
             whose shape or class count differs from its registration.
     """
     info = dataset_info(name)
-    if split not in SPLITS:
+    if info.splits is not None:
+        if split not in info.splits:
+            corrupted_split(name, split, tuple(dict.fromkeys(s.partition("@")[0] for s in info.splits)))
+    elif split not in SPLITS:
         raise DataError(
             f"unknown split '{split}' of dataset '{name}'.{suggest(split, SPLITS)} Known: {', '.join(SPLITS)}"
         )

@@ -13,7 +13,7 @@ corruption        parameter per severity 1..5            operation
 gaussian_noise    std 0.04, 0.06, 0.08, 0.09, 0.10        ``x + N(0, std^2)``
 shot_noise        photons 500, 250, 100, 75, 50           ``Poisson(x * photons) / photons``
 impulse_noise     amount 0.01, 0.02, 0.03, 0.05, 0.07     salt-and-pepper on that fraction of values
-gaussian_blur     sigma 0.4, 0.6, 0.7, 0.8, 1.0 (pixels)  separable Gaussian filter, reflect padding
+gaussian_blur     sigma 0.4, 0.6, 0.7, 0.8, 1.0 (pixels)  separable Gaussian filter, mirror padding
 contrast          factor 0.75, 0.5, 0.4, 0.3, 0.15        ``(x - mean) * factor + mean`` per channel
 ================  =====================================  ===================================
 
@@ -22,6 +22,12 @@ sigma is given in pixels of a 32x32 image; larger images scale it by ``max(H, W)
 covers the same fraction of the image, while smaller images (8x8 digits) keep the 32-pixel values:
 a sub-pixel sigma would leave an 8x8 image practically unchanged, whereas sigma 0.4..1.0 pixel
 already blurs such a coarse image clearly, at every severity more than at the one below.
+
+Each operation is also available with its parameter explicit, for other parameter sets (the tests
+cross-check them against the ``imagecorruptions`` package at ImageNet-C's parameters):
+:func:`add_gaussian_noise` ``(x, std, rngs)``, :func:`add_shot_noise` ``(x, photons, rngs)``,
+:func:`add_impulse_noise` ``(x, amount, rngs)``, :func:`blur` ``(x, sigma)`` and
+:func:`scale_contrast` ``(x, factor)``.
 """
 
 from __future__ import annotations
@@ -49,9 +55,14 @@ CorruptionFn = Callable[[torch.Tensor, int, list[np.random.Generator]], torch.Te
 """``fn(x [N, C, H, W] in [0, 1], severity 1..5, one generator per example) -> corrupted x``."""
 
 
+def _salt(name: str, severity: int) -> int:
+    """A 64-bit key for one corruption at one severity (part of every example's seed)."""
+    return int.from_bytes(hashlib.blake2b(f"{name}:{severity}".encode(), digest_size=8).digest(), "little")
+
+
 def _rngs(name: str, severity: int, seed: int, indices: np.ndarray) -> list[np.random.Generator]:
     # Keyed on the example index, not the batch position: subsets and batch sizes do not matter.
-    salt = int.from_bytes(hashlib.blake2b(f"{name}:{severity}".encode(), digest_size=8).digest(), "little")
+    salt = _salt(name, severity)
     return [np.random.default_rng([int(seed) & (2**63 - 1), salt, int(i)]) for i in indices]
 
 
@@ -62,39 +73,48 @@ def _per_example(x: torch.Tensor, rngs: list[np.random.Generator],
     return torch.as_tensor(out, dtype=x.dtype, device=x.device)
 
 
-def gaussian_noise(x: torch.Tensor, severity: int, rngs: list[np.random.Generator]) -> torch.Tensor:
-    """Additive Gaussian noise with the CIFAR-10-C standard deviations, clipped to [0, 1]."""
-    std = _GAUSSIAN_STD[severity - 1]
+# ----------------------------------------------------------------------------- operations
+# Each corruption's operation with its parameter explicit (pixel values in [0, 1]); the severity
+# functions below call them with the CIFAR-10-C parameters, and tests call them with ImageNet-C's to
+# cross-check against the ``imagecorruptions`` package.
+
+
+def add_gaussian_noise(x: torch.Tensor, std: float, rngs: list[np.random.Generator]) -> torch.Tensor:
+    """``x + N(0, std^2)`` per value, one generator per example, clipped to [0, 1]."""
+    if not std >= 0:
+        raise ValueError(f"std must be >= 0, got {std!r}")
     return (x + _per_example(x, rngs, lambda g, s: g.normal(0.0, std, s))).clamp(0.0, 1.0)
 
 
-def shot_noise(x: torch.Tensor, severity: int, rngs: list[np.random.Generator]) -> torch.Tensor:
-    """Poisson (photon-count) noise: fewer photons at higher severity, clipped to [0, 1]."""
-    photons = _SHOT_PHOTONS[severity - 1]
+def add_shot_noise(x: torch.Tensor, photons: float, rngs: list[np.random.Generator]) -> torch.Tensor:
+    """``Poisson(x * photons) / photons`` per value (variance ``x / photons``), clipped to [0, 1]."""
+    if not photons > 0:
+        raise ValueError(f"photons must be > 0, got {photons!r}")
     lam = (x.detach().cpu().double().numpy() * photons).clip(0.0)
     out = np.stack([g.poisson(lam[i]) for i, g in enumerate(rngs)]) / photons if rngs else lam
     return torch.as_tensor(out, dtype=x.dtype, device=x.device).clamp(0.0, 1.0)
 
 
-def impulse_noise(x: torch.Tensor, severity: int, rngs: list[np.random.Generator]) -> torch.Tensor:
-    """Salt-and-pepper noise: the given fraction of values set to 0 or 1 (half each)."""
-    amount = _IMPULSE_AMOUNT[severity - 1]
+def add_impulse_noise(x: torch.Tensor, amount: float, rngs: list[np.random.Generator]) -> torch.Tensor:
+    """Salt-and-pepper noise: a fraction ``amount`` of the values set to 0 or 1 (half each)."""
+    if not 0 <= amount <= 1:
+        raise ValueError(f"amount must be in [0, 1], got {amount!r}")
     u = _per_example(x, rngs, lambda g, s: g.random(s))
     # u < amount/2 -> pepper, u > 1 - amount/2 -> salt, else unchanged.
     out = torch.where(u < amount / 2, torch.zeros_like(x), x)
     return torch.where(u > 1 - amount / 2, torch.ones_like(x), out)
 
 
-def blur_sigma(severity: int, height: int, width: int) -> float:
-    """The Gaussian blur sigma in pixels for an image of the given size (see the module docstring)."""
-    return _BLUR_SIGMA_32PX[severity - 1] * max(1.0, max(height, width) / 32.0)
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of standard deviation ``sigma`` pixels, clipped to [0, 1].
 
-
-def gaussian_blur(x: torch.Tensor, severity: int, rngs: list[np.random.Generator]) -> torch.Tensor:
-    """Separable Gaussian blur with reflect padding (scipy's ``gaussian_filter`` boundary)."""
-    del rngs  # deterministic
+    The kernel is truncated at ``ceil(3 * sigma)`` pixels (at most ``size - 1``) and renormalized;
+    the border is padded by reflection about the edge pixel (``torch``'s ``reflect``, scipy's
+    ``mirror`` mode: ``c b | a b c``).
+    """
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma!r}")
     _, c, h, w = x.shape
-    sigma = blur_sigma(severity, h, w)
     out = x
     for axis, size in ((2, h), (3, w)):
         # Truncate at 3 sigma like the usual filters, but reflect padding must stay below the size.
@@ -110,12 +130,45 @@ def gaussian_blur(x: torch.Tensor, severity: int, rngs: list[np.random.Generator
     return out.clamp(0.0, 1.0)
 
 
+def scale_contrast(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``(x - mean) * factor + mean`` with each image's per-channel mean, clipped to [0, 1]."""
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    return ((x - mean) * factor + mean).clamp(0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- corruptions by severity
+
+
+def gaussian_noise(x: torch.Tensor, severity: int, rngs: list[np.random.Generator]) -> torch.Tensor:
+    """Additive Gaussian noise with the CIFAR-10-C standard deviations, clipped to [0, 1]."""
+    return add_gaussian_noise(x, _GAUSSIAN_STD[severity - 1], rngs)
+
+
+def shot_noise(x: torch.Tensor, severity: int, rngs: list[np.random.Generator]) -> torch.Tensor:
+    """Poisson (photon-count) noise: fewer photons at higher severity, clipped to [0, 1]."""
+    return add_shot_noise(x, _SHOT_PHOTONS[severity - 1], rngs)
+
+
+def impulse_noise(x: torch.Tensor, severity: int, rngs: list[np.random.Generator]) -> torch.Tensor:
+    """Salt-and-pepper noise: the given fraction of values set to 0 or 1 (half each)."""
+    return add_impulse_noise(x, _IMPULSE_AMOUNT[severity - 1], rngs)
+
+
+def blur_sigma(severity: int, height: int, width: int) -> float:
+    """The Gaussian blur sigma in pixels for an image of the given size (see the module docstring)."""
+    return _BLUR_SIGMA_32PX[severity - 1] * max(1.0, max(height, width) / 32.0)
+
+
+def gaussian_blur(x: torch.Tensor, severity: int, rngs: list[np.random.Generator]) -> torch.Tensor:
+    """Separable Gaussian blur (see :func:`blur`) with the sigma of :func:`blur_sigma`."""
+    del rngs  # deterministic
+    return blur(x, blur_sigma(severity, x.shape[2], x.shape[3]))
+
+
 def contrast(x: torch.Tensor, severity: int, rngs: list[np.random.Generator]) -> torch.Tensor:
     """Pull every pixel towards its image's per-channel mean by the CIFAR-10-C factor."""
     del rngs  # deterministic
-    factor = _CONTRAST[severity - 1]
-    mean = x.mean(dim=(2, 3), keepdim=True)
-    return ((x - mean) * factor + mean).clamp(0.0, 1.0)
+    return scale_contrast(x, _CONTRAST[severity - 1])
 
 
 CORRUPTIONS: dict[str, CorruptionFn] = {

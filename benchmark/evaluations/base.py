@@ -79,6 +79,8 @@ class SuiteFacts:
     """``(C, H, W)`` of its images."""
     num_classes: int
     """Its number of classes."""
+    split: str = "test"
+    """The evaluated split."""
 
 
 @dataclass
@@ -206,6 +208,10 @@ class Evaluation(StrictModel):
 
     def source_models(self) -> tuple[str, ...]:
         """Other suite models its cells need (a transfer attack's source)."""
+        return ()
+
+    def datasets_needed(self) -> tuple[tuple[str, str], ...]:
+        """``(dataset, split)`` of every other dataset its cells read (``bench download`` fetches them)."""
         return ()
 
     def suite_problems(self, facts: SuiteFacts) -> list[tuple[str, str]]:

@@ -1,11 +1,20 @@
-"""Common corruptions generated on the fly and seeded (``benchmark.data.corruptions``).
+"""Common corruptions: generated on the fly, from the ``imagecorruptions`` package, or a ``-C`` release.
 
-One cell per model x corruption x severity (the cell's ``variant``, e.g. ``contrast@3``, whose
-fingerprint covers the corruption, severity and seed). Records are the predictions on the corrupted
-images; ``pert_norm`` is the Linf distance to the clean image.
+One cell per model x corruption x severity (the cell's ``variant``, e.g. ``contrast@3``). Where the
+corrupted images come from is the ``corruptions_from`` field:
 
-Report: clean-style metric rows per variant, the ``corruptions`` table ((model, metric) x (clean,
-corruption@severity ..., mean@severity ...)) and the ``corruptions.png`` figure.
+* ``generated`` (default): our five seeded corruptions with CIFAR-10-C's parameters
+  (``benchmark.data.corruptions``), for images of any size (the 8x8 digits included);
+* ``imagecorruptions``: the 15 ImageNet-C corruptions (and the 4 held-out ones) of the
+  ``imagecorruptions`` package, seeded per example (``benchmark.data.imagenet_c``), for images of at
+  least 32x32 pixels;
+* ``cifar10c`` / ``cifar100c``: the published CIFAR-10-C / CIFAR-100-C files (``benchmark.data.cifar_c``);
+  the suite must evaluate the matching clean test split, whose example ``i`` is the release's image
+  ``i`` at every severity (checked against the labels).
+
+Records are the predictions on the corrupted images; ``pert_norm`` is the Linf distance to the clean
+image. The report (``benchmark.evaluations.corruption_report``) adds the mean corruption error
+relative to a reference model (mCE) and accuracy and ECE per severity.
 """
 
 from __future__ import annotations
@@ -14,25 +23,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from benchmark.data import CIFAR_C_CORRUPTIONS, CIFAR_C_EXTRA
 from benchmark.evaluations import EVALUATIONS
-from benchmark.evaluations.base import CellKey, Evaluation, ReportInputs, Table
-from benchmark.metrics import metric_order, presentation
+from benchmark.evaluations.base import CellKey, Evaluation, ReportInputs, SuiteFacts, Table
+from benchmark.evaluations.corruption_report import corruption_pivot, corruption_tables, plot_corruptions
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from benchmark.evaluations.context import Context
     from benchmark.records import CellRecords
 
 CORRUPTION_NAMES = ("gaussian_noise", "shot_noise", "impulse_noise", "gaussian_blur", "contrast")
 """The corruptions of ``benchmark.data.corruptions`` (a test keeps the two lists equal)."""
+SOURCES: dict[str, tuple[str, ...]] = {
+    "generated": CORRUPTION_NAMES,
+    "imagecorruptions": CIFAR_C_CORRUPTIONS + CIFAR_C_EXTRA,
+    "cifar10c": CIFAR_C_CORRUPTIONS + CIFAR_C_EXTRA,
+    "cifar100c": CIFAR_C_CORRUPTIONS + CIFAR_C_EXTRA,
+}
+"""The corruptions each source offers (the ImageNet-C names are also the ``-C`` releases' file names)."""
+DEFAULTS: dict[str, tuple[str, ...]] = {"generated": ("gaussian_noise", "gaussian_blur", "contrast")}
+"""A source's corruptions when the suite names none (the 15 of the benchmark for the others)."""
 
 
-@EVALUATIONS.register("corruption", help="Common corruptions generated on the fly and seeded, at severities 1-5.")
+@EVALUATIONS.register("corruption", help="Common corruptions (generated, imagecorruptions or a -C dataset), severities "
+                                         "1-5, with mCE.")
 class CorruptionEval(Evaluation):
-    """Common corruptions generated on the fly and seeded (see ``benchmark.data.corruptions``).
+    """Common corruptions at severities 1-5 from one source (see the module docstring).
 
     One cell per model x corruption x severity.
     """
@@ -40,11 +58,24 @@ class CorruptionEval(Evaluation):
     adversarial: ClassVar[bool] = False
     smoke: ClassVar[dict[str, Any]] = {"corruptions": ["contrast"], "severities": [2]}
     attack: Literal["corruption"]
-    corruptions: tuple[Literal[CORRUPTION_NAMES], ...] = Field(  # type: ignore[valid-type]
-        ("gaussian_noise", "gaussian_blur", "contrast"), description="names; see benchmark.data.corruptions")
+    corruptions_from: Literal["generated", "imagecorruptions", "cifar10c", "cifar100c"] = Field(
+        "generated", description="generated, imagecorruptions (ImageNet-C, images >= 32x32), or cifar10c / cifar100c")
+    corruptions: tuple[Literal[CIFAR_C_CORRUPTIONS + CIFAR_C_EXTRA], ...] = Field(  # type: ignore[valid-type]
+        ("gaussian_noise", "gaussian_blur", "contrast"),
+        description="names (default: contrast, gaussian blur and noise when generated, the benchmark's 15 otherwise)")
     severities: tuple[Annotated[int, Field(ge=1, le=5)], ...] = Field((1, 2, 3, 4, 5), description="1 (mild) .. 5")
     seed: int | None = Field(None, description="seed of the random corruptions; the suite's seed if absent")
-    _report_only: ClassVar[frozenset[str]] = frozenset({"corruptions", "severities"})
+    reference: str | None = Field(None, description="model whose errors normalize the mCE; the suite's first model "
+                                                    "if absent")
+    _report_only: ClassVar[frozenset[str]] = frozenset({"corruptions", "severities", "reference"})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_corruptions(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("corruptions") is None:
+            source = data.get("corruptions_from", "generated")
+            data = {**data, "corruptions": DEFAULTS.get(source, CIFAR_C_CORRUPTIONS)}
+        return data
 
     @field_validator("corruptions", "severities")
     @classmethod
@@ -53,27 +84,77 @@ class CorruptionEval(Evaluation):
             raise ValueError("the list is empty")
         return tuple(dict.fromkeys(v))
 
+    @model_validator(mode="after")
+    def _known_corruptions(self) -> CorruptionEval:
+        from benchmark.errors import suggest
+
+        known = SOURCES[self.corruptions_from]
+        for i, name in enumerate(self.corruptions):
+            if name not in known:
+                raise ValueError(f"corruptions[{i}]: '{name}' is not a corruption of {self.corruptions_from}."
+                                 f"{suggest(name, known)} Known: {', '.join(known)}")
+        return self
+
     @property
     def variants(self) -> tuple[str, ...]:
         return tuple(f"{c}@{s}" for c in self.corruptions for s in sorted(self.severities))
 
     def cell_params(self, variant: str) -> dict[str, Any]:
-        """The parameters of one cell: its corruption, severity and seed."""
+        """The parameters of one cell: its corruption, severity and seed (and its source when not generated;
+        generated cells keep the parameters they had before sources existed, so their files stay valid)."""
         name, _, severity = variant.partition("@")
-        return {"corruption": name, "severity": int(severity), "seed": self.seed}
+        params: dict[str, Any] = {"corruption": name, "severity": int(severity), "seed": self.seed}
+        if self.corruptions_from != "generated":
+            params["corruptions_from"] = self.corruptions_from
+            if self.corruptions_from.endswith("c") and self.corruptions_from != "imagecorruptions":
+                del params["seed"]  # a released dataset: nothing is drawn
+        return params
+
+    def datasets_needed(self) -> tuple[tuple[str, str], ...]:
+        """A ``-C`` release's files (one split per corruption names the file)."""
+        if self.corruptions_from in ("cifar10c", "cifar100c"):
+            return tuple((self.corruptions_from, f"{c}@1") for c in self.corruptions)
+        return ()
+
+    def suite_problems(self, facts: SuiteFacts) -> list[tuple[str, str]]:
+        """The source must fit the evaluated data; the mCE reference must be a suite model."""
+        from benchmark.data import dataset_info
+
+        problems = []
+        source = self.corruptions_from
+        if source == "imagecorruptions":
+            from benchmark.data.imagenet_c import not_applicable
+
+            reason = not_applicable(facts.input_shape)
+            if reason is not None:
+                problems.append(("corruptions_from", f"imagecorruptions does not apply to dataset '{facts.dataset}': "
+                                                     f"{reason}; use `corruptions_from: generated`"))
+        elif source != "generated":
+            base = dataset_info(source).base
+            if facts.dataset != base or facts.split != "test":
+                problems.append(("corruptions_from", f"{source} corrupts {base}'s test split example by example; the "
+                                                     f"suite evaluates {facts.dataset} ({facts.split}): set `data: "
+                                                     f"{{dataset: {base}, split: test}}` or another source"))
+        if self.reference is not None and self.reference not in facts.models:
+            from benchmark.errors import suggest
+
+            problems.append(("reference", f"'{self.reference}' is not a model of the suite."
+                                          f"{suggest(self.reference, facts.models)}"))
+        return problems
 
     def compute(self, ctx: Context, cell: CellKey, previous: CellRecords | None) -> CellRecords:
         """Predictions on one corruption at one severity."""
         from benchmark.attacks.base import perturbation_norm
-        from benchmark.data.corruptions import corrupt
         from benchmark.records import CellRecords
 
-        params = self.cell_params(cell.variant)
+        name, _, sev = cell.variant.partition("@")
+        severity = int(sev)
         rec = CellRecords.empty(ctx.n, ctx.num_classes)
         dist = np.zeros(ctx.n, np.float32)
+        corrupted = self._corrupter(ctx, name, severity)
 
         def run(rows: np.ndarray) -> None:
-            xc = corrupt(ctx.x[rows], params["corruption"], params["severity"], params["seed"], ctx.indices[rows])
+            xc = corrupted(rows)
             dist[rows] = perturbation_norm(xc, ctx.x[rows], "Linf").cpu().numpy()
             rec.put(rows, ctx.forward(xc, ctx.y[rows]))
 
@@ -83,18 +164,43 @@ class CorruptionEval(Evaluation):
         rec.attacked = np.ones(ctx.n, bool)
         return rec
 
+    def _corrupter(self, ctx: Context, name: str, severity: int) -> Any:
+        """``rows -> corrupted images`` of the evaluated examples at those positions."""
+        seed = self.seed
+        if self.corruptions_from == "generated":
+            from benchmark.data.corruptions import corrupt
+
+            return lambda rows: corrupt(ctx.x[rows], name, severity, seed, ctx.indices[rows])
+        if self.corruptions_from == "imagecorruptions":
+            from benchmark.data.imagenet_c import corrupt_imagenet_c
+
+            return lambda rows: corrupt_imagenet_c(ctx.x[rows], name, severity, int(seed or 0), ctx.indices[rows])
+        return self._released(ctx, name, severity)
+
+    def _released(self, ctx: Context, name: str, severity: int) -> Any:
+        """The ``-C`` release's images of the evaluated examples, checked to be the same examples."""
+        from benchmark.errors import DataError
+
+        if ctx.load_dataset is None:
+            raise DataError(f"{ctx.where}: this run cannot load other datasets, so {self.corruptions_from} is "
+                            f"not available")
+        x_all, y_all = ctx.load_dataset(self.corruptions_from, f"{name}@{severity}")
+        idx = np.asarray(ctx.indices, np.int64)
+        if len(idx) and idx.max() >= len(x_all):
+            raise DataError(f"{ctx.where}: {self.corruptions_from} has {len(x_all)} images per severity but the "
+                            f"evaluated examples go up to index {idx.max()}; its files do not cover this test split")
+        y_c = y_all[idx].to(ctx.y.device)
+        wrong = int((y_c != ctx.y).sum())
+        if wrong:
+            raise DataError(f"{ctx.where}: the labels of {self.corruptions_from} ({name}@{severity}) differ from the "
+                            f"evaluated test split's at {wrong} of {len(idx)} examples: its files are not this "
+                            f"dataset's test split in its order")
+        x_c = x_all[idx]
+        return lambda rows: x_c[rows].to(ctx.x.device)
+
     @classmethod
     def report_tables(cls, inputs: ReportInputs) -> list[Table]:
-        pivot = corruption_pivot(inputs.tidy)
-        if pivot.empty:
-            return []
-        # The terminal shows accuracy and ECE only (the files hold every metric), transposed when too wide.
-        short = pivot[pivot.index.get_level_values("metric").isin(["accuracy %", "ece %"])]
-        wide = short.T.rename_axis("corruption@severity")
-        wide.columns = [f"{model} {metric}" for model, metric in short.index]
-        return [Table("corruptions", pivot, "Accuracy and calibration under corruptions", fmt=".2f",
-                      terminal=short, terminal_transposed=wide,
-                      terminal_caption="Under corruptions (severity after @)")]
+        return corruption_tables(inputs)
 
     @classmethod
     def report_figures(cls, inputs: ReportInputs, folder: Path, title: str) -> list[Path]:
@@ -102,76 +208,4 @@ class CorruptionEval(Evaluation):
         return [path] if path is not None else []
 
 
-def _column(evaluation: str, variant: str) -> str:
-    return variant if evaluation == "corruption" else f"{evaluation}:{variant}"
-
-
-def corruption_pivot(tidy: pd.DataFrame) -> pd.DataFrame:
-    """(model, metric) x (clean, corruption@severity ..., mean@severity ...); percent where usual.
-
-    ``mean@s`` averages a metric over the corruptions of an evaluation at severity ``s`` (shown when
-    an evaluation has more than one corruption).
-    """
-    import pandas as pd
-
-    cor = tidy[tidy.attack == "corruption"]
-    if cor.empty:
-        return pd.DataFrame()
-    metrics = metric_order(cor.metric)
-    cor = cor[cor.metric.isin(metrics)].copy()
-    cor["column"] = [_column(e, v) for e, v in zip(cor.evaluation, cor.variant)]
-    parts = [cor]
-    for ev, g in cor.groupby("evaluation", sort=False):
-        names = g.variant.str.split("@").str[0]
-        if names.nunique() > 1:
-            mean = g.assign(severity=g.variant.str.split("@").str[1]) \
-                .groupby(["model", "metric", "severity"], sort=False).value.mean().reset_index()
-            mean["column"] = [_column(str(ev), f"mean@{s}") for s in mean.severity]
-            parts.append(mean)
-    clean = tidy[(tidy.attack == "clean") & tidy.metric.isin(metrics)].assign(column="clean")
-    parts.insert(0, clean)
-    allrows = pd.concat(parts, ignore_index=True)
-    cols = list(dict.fromkeys(allrows.column))
-    pivot = allrows.pivot_table(index=["model", "metric"], columns="column", values="value", aggfunc="first",
-                                sort=False).reindex(columns=cols)
-    order = {m: i for i, m in enumerate(metrics)}
-    models = {m: i for i, m in enumerate(dict.fromkeys(cor.model))}
-    pivot = pivot[[m in models for m in pivot.index.get_level_values(0)]]
-    pivot = pivot.sort_index(key=lambda ix: ix.map(order) if ix.name == "metric" else ix.map(models))
-    percent = [presentation(m).percent for m in pivot.index.get_level_values(1)]
-    pivot = pivot.mul(np.where(percent, 100.0, 1.0), axis=0)
-    pivot.index = pd.MultiIndex.from_tuples([(mo, f"{me} %" if p else me) for (mo, me), p in zip(pivot.index, percent)],
-                                            names=["model", "metric"])
-    pivot.columns.name = None
-    return pivot
-
-
-def plot_corruptions(tidy: pd.DataFrame, path: Path, title: str) -> Path | None:
-    """Accuracy and ECE against severity (0 = clean): mean over corruptions per model, each corruption faint.
-
-    Returns:
-        The written PNG, or None without corruption cells (or without ECE rows).
-    """
-    cor = tidy[tidy.attack == "corruption"]
-    if cor.empty or "ece" not in set(cor.metric):
-        return None
-    from benchmark.plotting import new_figure, save_figure
-
-    cor = cor.assign(corruption=cor.variant.str.split("@").str[0], severity=cor.variant.str.split("@").str[1].astype(int))
-    clean = tidy[tidy.attack == "clean"].set_index(["model", "metric"]).value
-    fig, axes = new_figure(1, 2, (11, 4))
-    colors = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(cor.model))}
-    for ax, metric in zip(axes[0], ("accuracy", "ece")):
-        part = cor[cor.metric == metric]
-        for model, g in part.groupby("model", sort=False):
-            start = [(0, clean[(model, metric)] * 100)] if (model, metric) in clean.index else []
-            for _, gc in g.groupby("corruption", sort=False):
-                pts = start + sorted(zip(gc.severity, gc.value * 100))
-                ax.plot(*zip(*pts), color=colors[model], lw=1, alpha=0.3)
-            mean = g.groupby("severity").value.mean() * 100
-            pts = start + list(zip(mean.index, mean.values))
-            ax.plot(*zip(*pts), color=colors[model], lw=2, marker="o", label=model)
-        ax.set(title=f"{title}: {metric} under corruption", xlabel="severity (0 = clean)", ylabel=f"{metric} (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(title="mean over corruptions (faint: each)", fontsize=8, title_fontsize=8)
-    return save_figure(fig, path)
+__all__ = ["CorruptionEval", "CORRUPTION_NAMES", "SOURCES", "corruption_pivot"]

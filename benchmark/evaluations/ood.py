@@ -81,8 +81,10 @@ def parse_shift(shift: str) -> tuple[str, str, Any]:
             known = DATASETS.names()
             raise ValueError(f"unknown dataset '{name}' in shift '{shift}'.{suggest(name, known)} "
                              f"Known: {', '.join(known)}")
-        if split not in SPLITS:
-            raise ValueError(f"unknown split '{split}' in shift '{shift}'; known: {', '.join(SPLITS)}")
+        splits = DATASETS.meta(name)["info"].splits or SPLITS
+        if split not in splits:
+            raise ValueError(f"unknown split '{split}' in shift '{shift}'.{suggest(split, splits)} "
+                             f"Known: {', '.join(splits[:6])}{', ...' if len(splits) > 6 else ''}")
         return "dataset", name, split
     name, at, severity = shift.partition("@")
     if name not in CORRUPTION_NAMES:
@@ -149,6 +151,10 @@ class OODEval(Evaluation):
     def cell_params(self, variant: str) -> dict[str, Any]:
         """One cell's parameters: its shift, the noise levels and draws, the batching and the seed."""
         return {"shift": variant, "sigma": list(self.sigma), "n": self.n, "batch": self.batch, "seed": self.seed}
+
+    def datasets_needed(self) -> tuple[tuple[str, str], ...]:
+        """The datasets of its ``dataset:`` shifts."""
+        return tuple((name, split) for kind, name, split in map(parse_shift, self.shift) if kind == "dataset")
 
     def suite_problems(self, facts: SuiteFacts) -> list[tuple[str, str]]:
         """A dataset shift must have images whose channels fit the suite's (1 and 3 convert into each other)."""

@@ -205,6 +205,12 @@ def download(suite: Suite) -> list[str]:
         for split in ("train", "test"):
             load_dataset(suite.data.dataset, split, data_dir=suite.data.data_dir, download=True)  # type: ignore[arg-type]
         done.append(f"dataset {suite.data.dataset}: ready in {suite.data.data_dir}")
+    # Other datasets the evaluations read (a -C release, an out-of-distribution set), once each.
+    needed = dict.fromkeys(need for ev in suite.evaluations for need in ev.datasets_needed())
+    for name, split in needed:
+        if dataset_info(name).needs_files:
+            load_dataset(name, split, data_dir=suite.data.data_dir, download=True)  # type: ignore[arg-type]
+            done.append(f"dataset {name} ({split}): ready in {suite.data.data_dir}")
     for name, spec in suite.models.items():
         if isinstance(spec, RobustBenchModel):
             from benchmark._compat import ensure_autoattack_module

@@ -292,7 +292,13 @@ def cross_field_problems(suite: Suite) -> list[tuple[str, str]]:
                              f"evaluation name '{clip(label)}' is used twice; give each a distinct 'name'"))
     info = dataset_info(suite.data.dataset)
     facts = SuiteFacts(models=tuple(suite.models), kinds=tuple(e.kind for e in suite.evaluations),
-                       dataset=suite.data.dataset, input_shape=info.input_shape, num_classes=info.num_classes)
+                       dataset=suite.data.dataset, input_shape=info.input_shape, num_classes=info.num_classes,
+                       split=suite.data.split)
+    if info.base is not None:
+        problems.append(("data.dataset", f"'{suite.data.dataset}' holds corrupted copies of {info.base}'s test split, "
+                                         f"one split per corruption and severity: evaluate dataset '{info.base}' "
+                                         f"and add `- attack: corruption` with `corruptions_from: "
+                                         f"{suite.data.dataset}`"))
     for i, ev in enumerate(suite.evaluations):
         problems += [(f"evaluations[{i}].{key}", msg) for key, msg in ev.suite_problems(facts)]
         # A dumped suite holds the entry the section made (accepted as is); any other was written by hand.
