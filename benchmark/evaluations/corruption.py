@@ -65,8 +65,8 @@ class CorruptionEval(Evaluation):
         description="names (default: contrast, gaussian blur and noise when generated, the benchmark's 15 otherwise)")
     severities: tuple[Annotated[int, Field(ge=1, le=5)], ...] = Field((1, 2, 3, 4, 5), description="1 (mild) .. 5")
     seed: int | None = Field(None, description="seed of the random corruptions; the suite's seed if absent")
-    reference: str | None = Field(None, description="model whose errors normalize the mCE; the suite's first model "
-                                                    "if absent")
+    reference: str | None = Field(None, description="model whose errors normalize the mCE (a multi-seed recipe: its "
+                                                    "seeds' mean); the suite's first model if absent")
     _report_only: ClassVar[frozenset[str]] = frozenset({"corruptions", "severities", "reference"})
 
     @model_validator(mode="before")

@@ -149,6 +149,25 @@ def _errors(inputs: ReportInputs, evaluation: str) -> tuple[dict[str, dict[str, 
     return out, clean
 
 
+def _reference(errors: dict, name: str | None, tidy: pd.DataFrame) -> tuple:
+    """The reference's errors and its name: a model, or a multi-seed recipe whose replicas' errors are
+    averaged example by example (so its mCE is a mean over seeds, not one seed's); by default the first
+    model's recipe. ``(None, name)`` when they are not stored."""
+    groups = dict(zip(tidy.model, tidy.group)) if "group" in tidy else {}
+    if name is None and errors:
+        name = groups.get(next(iter(errors)), next(iter(errors)))
+    if name in errors:
+        return errors[name], name
+    replicas = [m for m in errors if groups.get(m) == name]
+    if not replicas:
+        return None, name
+    first = errors[replicas[0]]
+    if isinstance(first, dict):
+        keys = [c for c in first if all(c in errors[m] and errors[m][c].shape == first[c].shape for m in replicas)]
+        return {c: np.mean([errors[m][c] for m in replicas], axis=0) for c in keys}, name
+    return np.mean([errors[m] for m in replicas], axis=0), name
+
+
 def mce_table(inputs: ReportInputs) -> tuple[pd.DataFrame, list[str]]:
     """(evaluation, model) x (clean error, mean corruption error, mCE and its interval, relative mCE, CE per
     corruption), percent; and the reference model of each evaluation. Empty without stored cells."""
@@ -164,8 +183,7 @@ def mce_table(inputs: ReportInputs) -> tuple[pd.DataFrame, list[str]]:
         errors, clean = _errors(inputs, label)
         if not errors:
             continue
-        reference = getattr(ev, "reference", None) or next(iter(errors))
-        ref = errors.get(reference)
+        ref, reference = _reference(errors, getattr(ev, "reference", None), inputs.tidy)
         if ref is None:
             continue
         refs.append(reference)
@@ -193,10 +211,11 @@ def mce_table(inputs: ReportInputs) -> tuple[pd.DataFrame, list[str]]:
                    "mean corruption error %": 100 * float(np.mean([err[c].mean() for c in names])),
                    "mCE %": value, "mCE 95% low": low, "mCE 95% high": high,
                    "relative mCE %": float("nan")}
-            if model in clean and reference in clean:
+            ref_clean = _reference(clean, reference, inputs.tidy)[0]
+            if model in clean and ref_clean is not None:
                 n_sev = np.array([err[c].shape[0] for c in names], float)
                 gain = a.mean(1) - n_sev * clean[model].mean()
-                base = b.mean(1) - n_sev * clean[reference].mean()
+                base = b.mean(1) - n_sev * ref_clean.mean()
                 with np.errstate(divide="ignore", invalid="ignore"):
                     rel = np.where(base > 1e-9, gain / base, np.nan)
                 row["relative mCE %"] = 100 * float(np.mean(rel)) if np.isfinite(rel).all() else float("nan")
