@@ -147,6 +147,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = run_suite(suite, args.suite, Path(args.results_dir), progress=not args.no_progress)
         print(f"{suite.name}: {len(summary.cells)} cells, {summary.computed} computed, {summary.reused} reused "
               f"from {summary.results_dir}", file=sys.stderr)
+        if summary.cost.totals:
+            print("cost of the computed cells, per evaluation (passes = examples through a model):\n"
+                  + "\n".join(summary.cost.lines()), file=sys.stderr)
         for f in summary.failures:
             print(f"FAILED {f['model']} / {f['evaluation']}: {f['error']}", file=sys.stderr)
         trusted = _print_report(summary.results_dir, suite.name)

@@ -99,6 +99,13 @@ class CellMeta(_Typed):
     calibration under attack is measured at (``CellRecords.notes``)."""
     seconds: float
     """Wall time of computing the cell."""
+    forward_passes: int | None = None
+    """Examples passed forward through the suite's models while computing the cell (``benchmark.cost``);
+    None in cells written before passes were counted."""
+    backward_passes: int | None = None
+    """Examples whose gradient was taken through the suite's models while computing the cell."""
+    examples_attacked: int | None = None
+    """Examples the cell's computation ran on (``CellRecords.attacked``)."""
     created: str
     """Local time the cell was written (ISO 8601)."""
     checksum: str | None = None

@@ -63,8 +63,9 @@ def test_ray_executor_gives_the_local_executors_tables(cluster: str, tmp_path: P
     err = capsys.readouterr().err
     # 32 attack cells and the audit's 16 (2 models x gradients, large eps, PGD rerun at 6 eps).
     assert "48 cells, 48 computed, 0 reused" in local_err and "48 cells, 48 computed, 0 reused" in err
-    local = (tmp_path / "local" / "digits" / "tidy.csv").read_text()
-    assert (tmp_path / "ray" / "digits" / "tidy.csv").read_text() == local
+    # The same table, wall seconds aside (the passes are counted in the Ray workers and come out equal).
+    local = pd.read_csv(tmp_path / "local" / "digits" / "tidy.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ray" / "digits" / "tidy.csv").drop(columns="seconds"), local)
     assert len(pd.read_csv(tmp_path / "ray" / "digits" / "tidy.csv")) > 100
 
 
@@ -155,8 +156,9 @@ def test_killed_ray_task_resumes_like_a_killed_local_run(cluster: str, tmp_path:
     assert len(final) == 12 and {k: final[k] for k in at_kill} == at_kill  # nothing stored was rewritten
     # The same numbers as an uninterrupted local run.
     assert _local_run(["run", str(suite), "--results-dir", str(tmp_path / "local"), "--no-progress"], threads=1) == 0
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "res" / "k" / "tidy.csv"),
-                                  pd.read_csv(tmp_path / "local" / "k" / "tidy.csv"))
+    # (wall seconds aside; the passes are the same under Ray as in this process)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "res" / "k" / "tidy.csv").drop(columns="seconds"),
+                                  pd.read_csv(tmp_path / "local" / "k" / "tidy.csv").drop(columns="seconds"))
 
 
 def test_ray_executor_without_ray_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

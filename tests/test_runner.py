@@ -93,7 +93,9 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path: Path, cache: Path
     assert len(written) == 2  # only the two missing PGD cells
     after = cell_files(res / "t")
     assert {k: after[k] for k in before} == before
-    pd.testing.assert_frame_equal(pd.read_csv(res / "t" / "tidy.csv"), pd.read_csv(full / "t" / "tidy.csv"))
+    # Equal but for the cells' wall seconds (their passes are equal: a property of the computation).
+    pd.testing.assert_frame_equal(pd.read_csv(res / "t" / "tidy.csv").drop(columns="seconds"),
+                                  pd.read_csv(full / "t" / "tidy.csv").drop(columns="seconds"))
 
 
 def test_sigkill_mid_run_then_resume(tmp_path: Path, cache: Path) -> None:

@@ -23,6 +23,7 @@ from benchmark.report.seeds import seed_pivots, seed_summary
 from benchmark.escape import md_escape
 from benchmark.report.compare import compare_table, compare_view
 from benchmark.report.tidy import WORST_CASE, manifest_evaluations, tidy_table
+from benchmark.report.cost_table import cost_table
 from benchmark.report.uncertainty import uncertainty_tables
 from benchmark.store import Store, VerifiedCells
 
@@ -78,6 +79,9 @@ def build_report(results: Path) -> Report:
                                                     "p >= 0.05)"))
     for kind in report.kinds():
         report.tables += kind.report_tables(inputs)
+    cost = cost_table(tidy)
+    if cost is not None:
+        report.tables.append(cost)
     report.seeds = seed_summary(tidy)
     report.seed_tables = seed_pivots(report.seeds, tidy)
     report.audit = audit_table(inputs)  # gradient-masking audit (benchmark.report.audit)

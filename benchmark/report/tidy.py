@@ -32,7 +32,10 @@ logger = logging.getLogger(__name__)
 
 WORST_CASE = "worst-case"
 TIDY_COLUMNS = ["model", "evaluation", "attack", "loss", "norm", "eps", "eps_label", "variant", "metric", "value", "n",
-                "ci_low", "ci_high", "ci_method", "points", "attack_set"]
+                "ci_low", "ci_high", "ci_method", "points", "attack_set", "forward_passes", "backward_passes", "seconds",
+                "examples_attacked"]
+"""The columns; the last four are the cell's cost (``benchmark.cost``), repeated on each of its rows and
+empty on worst-case rows and on cells stored before passes were counted."""
 
 
 def manifest_evaluations(manifest: Manifest) -> dict[str, Evaluation]:
@@ -77,7 +80,9 @@ def tidy_table(cells: Store | VerifiedCells, manifest: Manifest,
         base = {"model": cell.model, "evaluation": cell.evaluation, "attack": cell.attack, "loss": cell.loss,
                 "norm": cell.norm if adversarial else "", "eps": cell.eps,
                 "eps_label": eps_label(cell.eps) if adversarial else "", "variant": cell.variant,
-                "points": meta.notes.get("calibration_points", "") if adversarial else "", "attack_set": ""}
+                "points": meta.notes.get("calibration_points", "") if adversarial else "", "attack_set": "",
+                "forward_passes": meta.forward_passes, "backward_passes": meta.backward_passes,
+                "seconds": meta.seconds, "examples_attacked": meta.examples_attacked}
         for row in ev.table_rows(records, cell.eps, manifest.metrics, manifest.n_bins):
             rows.append({**base, **Row(*row)._asdict()})
         if adversarial:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmark.cost import PassCounter, count_passes
 from benchmark.data import load_dataset
 from benchmark.data.arrays import eval_subset
 from benchmark.errors import BenchError
@@ -93,6 +94,10 @@ class RunContext:
     device: torch.device
     memory: BatchMemory = field(default_factory=BatchMemory)
     progress: bool = False
+    passes: PassCounter = field(default_factory=PassCounter)
+    """Forward and backward passes through every model this process loaded (``benchmark.cost``)."""
+    clean_passes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """The passes of each replica's clean records (charged to its ``clean`` cell only)."""
     _loaded: dict[str, nn.Module] = field(default_factory=dict)
     _clean: dict[str, CellRecords] = field(default_factory=dict)
 
@@ -101,14 +106,20 @@ class RunContext:
         if name not in self.models:
             name = self.suite.replica_of(name)
         if name not in self._loaded:
-            self._loaded[name] = load_resolved(self.models[name], self.suite, self.suite_file, self.device)
+            self._loaded[name] = count_passes(load_resolved(self.models[name], self.suite, self.suite_file,
+                                                            self.device), self.passes)
         return self._loaded[name]
 
     def clean_records(self, name: str) -> CellRecords:
         """A replica's records on the clean examples (computed once, with the suite's batch size)."""
         if name not in self._clean:
             d = self.data
-            rec = forward_records(self.model(name), d.x, d.y, d.num_classes, self.device, self.suite.batch_size, name)
+            model = self.model(name)
+            before = self.passes.snapshot()
+            rec = forward_records(model, d.x, d.y, d.num_classes, self.device, self.suite.batch_size, name)
+            # A cache that whichever cell needs it first fills: its passes are the clean cell's, not that cell's.
+            self.clean_passes[name] = (self.passes.forward - before[0], self.passes.backward - before[1])
+            self.passes.forward, self.passes.backward = before
             rec.index = d.indices.astype(np.int64)
             self._clean[name] = rec
         return self._clean[name]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.atomic import WriteError
+from benchmark.cost import CostTotals
 from benchmark.errors import BenchError, CheckpointError
 from benchmark.evaluations.base import CellKey, Evaluation
 from benchmark.partial import CRAFTED_DIR, Partial, partial_for
@@ -52,6 +53,8 @@ class GroupResult:
     traceback: str | None = None
     bad_input: bool = False
     """The error is bad input (the model's checkpoint cannot be loaded), not a failed computation."""
+    cost: CostTotals = field(default_factory=CostTotals)
+    """Passes and seconds of the cells it computed."""
 
 
 @dataclass
@@ -65,6 +68,8 @@ class RunSummary:
     failures: list[dict[str, str]] = field(default_factory=list)
     bad_input: dict[str, str] = field(default_factory=dict)
     """Per model whose checkpoint could not be loaded, the error (its groups did not run)."""
+    cost: CostTotals = field(default_factory=CostTotals)
+    """Passes and seconds of the computed cells, per evaluation."""
 
     @property
     def ok(self) -> bool:
@@ -75,6 +80,7 @@ class RunSummary:
         """Count a group's cells and keep its failure (a model's bad input once)."""
         self.reused += result.reused
         self.computed += result.computed
+        self.cost.merge(result.cost)
         if result.bad_input:
             self.bad_input.setdefault(result.model, result.error or "")
         elif result.error is not None:
@@ -83,7 +89,7 @@ class RunSummary:
 
 
 def cell_meta(run: RunContext, ev: Evaluation, cell: Cell, records: CellRecords, prov: Provenance,
-              seconds: float) -> CellMeta:
+              seconds: float, passes: tuple[int, int] = (0, 0)) -> CellMeta:
     """The metadata stored with a computed cell."""
     sources = ev.source_models()
     return CellMeta(model=cell.model, evaluation=cell.evaluation, eps=cell.eps, eps_label=eps_label(cell.eps),
@@ -91,7 +97,9 @@ def cell_meta(run: RunContext, ev: Evaluation, cell: Cell, records: CellRecords,
                     params=ev.cell_params(cell.variant), norm=ev.norm_name, loss=ev.loss_name, n=len(records.index),
                     dataset=run.suite.data.dataset, split=run.suite.data.split, subset_hash=run.data.subset_hash,
                     model_identity=run.models[cell.model].identity, transfer_source=sources[0] if sources else None,
-                    provenance=prov, notes=records.notes, seconds=round(seconds, 3), created=now())
+                    provenance=prov, notes=records.notes, seconds=round(seconds, 3), created=now(),
+                    forward_passes=passes[0], backward_passes=passes[1],
+                    examples_attacked=int(records.attacked.sum()))
 
 
 def run_group(group: Group, run: RunContext, store: Store, prov: Provenance, on_cell: OnCell) -> GroupResult:
@@ -124,9 +132,14 @@ def run_group(group: Group, run: RunContext, store: Store, prov: Provenance, on_
             previous = None
             if cell.after is not None:
                 previous = last.get(cell.after) or store.read_records(cell.after, run.expected(cell.after, cell.model))
-            start = time.perf_counter()
+            start, (fwd, bwd) = time.perf_counter(), run.passes.snapshot()
             records = ev.compute(ctx, CellKey(cell.eps, cell.eps_index, cell.variant), previous)
-            store.write(records, cell_meta(run, ev, cell, records, prov, time.perf_counter() - start))
+            seconds, passes = time.perf_counter() - start, (run.passes.forward - fwd, run.passes.backward - bwd)
+            if ev.kind == "clean":  # its records are the run's cached clean records, whoever computed them
+                extra = run.clean_passes.get(group.model, (0, 0))
+                passes = (passes[0] + extra[0], passes[1] + extra[1])
+            store.write(records, cell_meta(run, ev, cell, records, prov, seconds, passes))
+            result.cost.add(cell.evaluation, *passes, seconds)
             last = {cell.fingerprint: records}
             result.computed += 1
             on_cell(cell, True)
