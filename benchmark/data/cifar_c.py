@@ -20,11 +20,15 @@ from __future__ import annotations
 import logging
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from benchmark.data import CIFAR_C_CORRUPTIONS, CIFAR_C_EXTRA, Split, corrupted_split
 from benchmark.errors import DataError
+
+if TYPE_CHECKING:
+    from benchmark.data.arrays import ArrayDataset
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +121,7 @@ class CorruptedCifarSource:
             raise DataError(f"{self.name}: {labels_path} has labels outside 0..{self.num_classes - 1}")
         return np.array(images[rows]), y  # a copy: the memory map is read-only
 
-    def load(self, split: Split | str, *, data_dir: Path, download: bool, seed: int):  # noqa: ANN201
+    def load(self, split: Split | str, *, data_dir: Path, download: bool, seed: int) -> ArrayDataset:
         import torch
 
         from benchmark.data.arrays import ArrayDataset, to_float_nchw

@@ -136,6 +136,7 @@ class CleanEval(AttackCascade):
     """No attack: accuracy and calibration on clean inputs."""
 
     adversarial: ClassVar[bool] = False
+    owns_clean_records: ClassVar[bool] = True
     attack: Literal["clean"]
 
 

@@ -142,6 +142,9 @@ class Evaluation(StrictModel):
     """Cells are computed in ascending eps, each from the previous cell's records (see module doc)."""
     smoke: ClassVar[dict[str, Any]] = {}
     """Minimal parameters (besides ``attack``) for the smoke test every registered kind gets."""
+    owns_clean_records: ClassVar[bool] = False
+    """Its cells are the run's cached clean records, so the passes of computing them are its cost
+    (whichever cell of the run needed them first; see ``benchmark.cost``)."""
 
     name: str | None = Field(None, description="label in tables; the attack name if absent")
     batch_size: int | None = Field(None, ge=1, description="overrides the suite's batch_size")

@@ -28,7 +28,7 @@ from pydantic import Field, field_validator, model_validator
 from benchmark.data import CIFAR_C_CORRUPTIONS, CIFAR_C_EXTRA
 from benchmark.evaluations import EVALUATIONS
 from benchmark.evaluations.base import CellKey, Evaluation, ReportInputs, SuiteFacts, Table
-from benchmark.evaluations.corruption_report import corruption_pivot, corruption_tables, plot_corruptions
+from benchmark.evaluations.corruption_report import corruption_tables, plot_corruptions
 
 if TYPE_CHECKING:
     from benchmark.evaluations.context import Context
@@ -43,6 +43,8 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "cifar100c": CIFAR_C_CORRUPTIONS + CIFAR_C_EXTRA,
 }
 """The corruptions each source offers (the ImageNet-C names are also the ``-C`` releases' file names)."""
+RELEASES = ("cifar10c", "cifar100c")
+"""The sources that are released datasets (nothing drawn; the suite must evaluate their clean test split)."""
 DEFAULTS: dict[str, tuple[str, ...]] = {"generated": ("gaussian_noise", "gaussian_blur", "contrast")}
 """A source's corruptions when the suite names none (the 15 of the benchmark for the others)."""
 
@@ -106,13 +108,13 @@ class CorruptionEval(Evaluation):
         params: dict[str, Any] = {"corruption": name, "severity": int(severity), "seed": self.seed}
         if self.corruptions_from != "generated":
             params["corruptions_from"] = self.corruptions_from
-            if self.corruptions_from.endswith("c") and self.corruptions_from != "imagecorruptions":
+            if self.corruptions_from in RELEASES:
                 del params["seed"]  # a released dataset: nothing is drawn
         return params
 
     def datasets_needed(self) -> tuple[tuple[str, str], ...]:
         """A ``-C`` release's files (one split per corruption names the file)."""
-        if self.corruptions_from in ("cifar10c", "cifar100c"):
+        if self.corruptions_from in RELEASES:
             return tuple((self.corruptions_from, f"{c}@1") for c in self.corruptions)
         return ()
 
@@ -208,4 +210,4 @@ class CorruptionEval(Evaluation):
         return [path] if path is not None else []
 
 
-__all__ = ["CorruptionEval", "CORRUPTION_NAMES", "SOURCES", "corruption_pivot"]
+__all__ = ["CorruptionEval", "CORRUPTION_NAMES", "RELEASES", "SOURCES"]

@@ -125,31 +125,31 @@ def severity_table(tidy: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _errors(inputs: ReportInputs, evaluation: str) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
-    """Per model: ``{corruption: [severities, examples] 0/1 errors}`` in example-index order, and the clean errors."""
+CLEAN = "clean"
+"""The key of the clean errors among a model's errors by corruption."""
+
+
+def _errors(inputs: ReportInputs, evaluation: str) -> dict[str, dict[str, np.ndarray]]:
+    """Per model that has cells of the evaluation: ``{corruption: [severities, examples] 0/1 errors}`` in
+    example-index order, and its clean errors as ``{"clean": [1, examples]}`` when stored."""
     per: dict[str, dict[str, dict[int, np.ndarray]]] = {}
-    index: dict[str, np.ndarray] = {}
-    clean: dict[str, np.ndarray] = {}
     for cell in inputs.manifest.cells:
         if not inputs.stored(cell.fingerprint):
             continue
         if cell.attack == KIND and cell.evaluation == evaluation:
-            rec = inputs.read(cell.fingerprint)
-            order = np.argsort(rec.index, kind="stable")
             name, _, sev = cell.variant.partition("@")
-            per.setdefault(cell.model, {}).setdefault(name, {})[int(sev)] = ~rec.correct[order]
-            index.setdefault(cell.model, rec.index[order])
-        elif cell.attack == "clean" and cell.model not in clean:
-            rec = inputs.read(cell.fingerprint)
-            clean[cell.model] = ~rec.correct[np.argsort(rec.index, kind="stable")]
-    out = {}
-    for model, by_name in per.items():
-        full = {c: np.stack([s[k] for k in sorted(s)]) for c, s in by_name.items()}
-        out[model] = full
-    return out, clean
+        elif cell.attack == CLEAN:
+            name, sev = CLEAN, "0"
+        else:
+            continue
+        rec = inputs.read(cell.fingerprint)
+        per.setdefault(cell.model, {}).setdefault(name, {})[int(sev)] = ~rec.correct[np.argsort(rec.index, kind="stable")]
+    return {model: {c: np.stack([s[k] for k in sorted(s)]) for c, s in by_name.items()}
+            for model, by_name in per.items() if set(by_name) != {CLEAN}}
 
 
-def _reference(errors: dict, name: str | None, tidy: pd.DataFrame) -> tuple:
+def _reference(errors: dict[str, dict[str, np.ndarray]], name: str | None,
+               tidy: pd.DataFrame) -> tuple[dict[str, np.ndarray] | None, str | None]:
     """The reference's errors and its name: a model, or a multi-seed recipe whose replicas' errors are
     averaged example by example (so its mCE is a mean over seeds, not one seed's); by default the first
     model's recipe. ``(None, name)`` when they are not stored."""
@@ -158,14 +158,19 @@ def _reference(errors: dict, name: str | None, tidy: pd.DataFrame) -> tuple:
         name = groups.get(next(iter(errors)), next(iter(errors)))
     if name in errors:
         return errors[name], name
-    replicas = [m for m in errors if groups.get(m) == name]
+    replicas = [errors[m] for m in errors if groups.get(m) == name]
     if not replicas:
         return None, name
-    first = errors[replicas[0]]
-    if isinstance(first, dict):
-        keys = [c for c in first if all(c in errors[m] and errors[m][c].shape == first[c].shape for m in replicas)]
-        return {c: np.mean([errors[m][c] for m in replicas], axis=0) for c in keys}, name
-    return np.mean([errors[m] for m in replicas], axis=0), name
+    keys = [c for c in replicas[0] if all(c in r and r[c].shape == replicas[0][c].shape for r in replicas)]
+    return {c: np.mean([r[c] for r in replicas], axis=0) for c in keys}, name
+
+
+def _mce(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    """mCE (percent) from per-(corruption, example) errors summed over severities, ``a`` the model's and
+    ``b`` the reference's: the mean over corruptions of ``sum_i a[c, i] / sum_i b[c, i]`` (vectorized over
+    leading axes, as scipy's bootstrap calls it)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 100 * np.mean(a.sum(axis) / b.sum(axis), axis=-1)
 
 
 def mce_table(inputs: ReportInputs) -> tuple[pd.DataFrame, list[str]]:
@@ -176,55 +181,49 @@ def mce_table(inputs: ReportInputs) -> tuple[pd.DataFrame, list[str]]:
 
     from benchmark.metrics.intervals import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, LEVEL
 
+    nan = float("nan")
     rows, refs = [], []
     for label, ev in inputs.evaluations.items():
         if ev.kind != KIND:
             continue
-        errors, clean = _errors(inputs, label)
-        if not errors:
-            continue
+        errors = _errors(inputs, label)
         ref, reference = _reference(errors, getattr(ev, "reference", None), inputs.tidy)
         if ref is None:
             continue
-        refs.append(reference)
+        refs.append(str(reference))
         for model, err in errors.items():
-            names = [c for c in err if c in ref and err[c].shape == ref[c].shape]
+            names = [c for c in err if c != CLEAN and c in ref and err[c].shape == ref[c].shape]
             if not names:
                 continue
-            # Per corruption and example, the errors summed over severities: CE_c = sum_i a[c, i] / sum_i b[c, i].
+            # Per corruption and example, the errors summed over severities.
             a = np.stack([err[c].sum(0) for c in names]).astype(float)
             b = np.stack([ref[c].sum(0) for c in names]).astype(float)
-
-            def mce(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    return 100 * np.mean(x.sum(axis) / y.sum(axis), axis=-1)
-
-            value = float(mce(a, b))
-            low = high = float("nan")
+            value = float(_mce(a, b))
+            low = high = nan
             if np.isfinite(value) and a.shape[1] > 1:
-                res = bootstrap((a, b), mce, paired=True, vectorized=True, axis=-1, method="percentile",
+                res = bootstrap((a, b), _mce, paired=True, vectorized=True, axis=-1, method="percentile",
                                 n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=LEVEL,
                                 rng=np.random.default_rng(BOOTSTRAP_SEED))
                 low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-            row = {"evaluation": label, "model": model, "reference": reference,
-                   "clean error %": 100 * float(clean[model].mean()) if model in clean else float("nan"),
-                   "mean corruption error %": 100 * float(np.mean([err[c].mean() for c in names])),
-                   "mCE %": value, "mCE 95% low": low, "mCE 95% high": high,
-                   "relative mCE %": float("nan")}
-            ref_clean = _reference(clean, reference, inputs.tidy)[0]
-            if model in clean and ref_clean is not None:
+            relative = nan
+            if CLEAN in err and CLEAN in ref:
+                # sum_s (E[f, c, s] - E[f, clean]) / sum_s (E[ref, c, s] - E[ref, clean]), averaged over c.
                 n_sev = np.array([err[c].shape[0] for c in names], float)
-                gain = a.mean(1) - n_sev * clean[model].mean()
-                base = b.mean(1) - n_sev * ref_clean.mean()
+                gain = a.mean(1) - n_sev * err[CLEAN].mean()
+                base = b.mean(1) - n_sev * ref[CLEAN].mean()
                 with np.errstate(divide="ignore", invalid="ignore"):
                     rel = np.where(base > 1e-9, gain / base, np.nan)
-                row["relative mCE %"] = 100 * float(np.mean(rel)) if np.isfinite(rel).all() else float("nan")
+                relative = 100 * float(np.mean(rel)) if np.isfinite(rel).all() else nan
+            row = {"evaluation": label, "model": model,
+                   "clean error %": 100 * float(err[CLEAN].mean()) if CLEAN in err else nan,
+                   "mean corruption error %": 100 * float(np.mean([err[c].mean() for c in names])),
+                   "mCE %": value, "mCE 95% low": low, "mCE 95% high": high, "relative mCE %": relative}
             with np.errstate(divide="ignore", invalid="ignore"):
                 row.update({f"CE {c} %": 100 * float(a[i].sum() / b[i].sum()) for i, c in enumerate(names)})
             rows.append(row)
     if not rows:
         return pd.DataFrame(), []
-    table = pd.DataFrame(rows).set_index(["evaluation", "model"]).drop(columns="reference")
+    table = pd.DataFrame(rows).set_index(["evaluation", "model"])
     if table.index.get_level_values(0).nunique() == 1:
         table = table.droplevel(0)
     return table, list(dict.fromkeys(refs))

@@ -16,8 +16,8 @@ def cost_frame(tidy: pd.DataFrame) -> pd.DataFrame:
     cells = tidy[tidy.evaluation != WORST_CASE]
     if cells.empty or "forward_passes" not in cells:
         return pd.DataFrame()
-    first = cells.groupby(KEYS, sort=False, dropna=False).first().reset_index()
-    n = cells.groupby(KEYS, sort=False, dropna=False).n.max().values
+    by_cell = cells.groupby(KEYS, sort=False, dropna=False)
+    first, n = by_cell.first().reset_index(), by_cell.n.max().values
     out = pd.DataFrame({
         "model": first.model, "evaluation": first.evaluation, "eps": first.eps_label.fillna(""),
         "variant": first.variant.fillna(""), "examples": n,

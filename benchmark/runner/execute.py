@@ -135,7 +135,7 @@ def run_group(group: Group, run: RunContext, store: Store, prov: Provenance, on_
             start, (fwd, bwd) = time.perf_counter(), run.passes.snapshot()
             records = ev.compute(ctx, CellKey(cell.eps, cell.eps_index, cell.variant), previous)
             seconds, passes = time.perf_counter() - start, (run.passes.forward - fwd, run.passes.backward - bwd)
-            if ev.kind == "clean":  # its records are the run's cached clean records, whoever computed them
+            if ev.owns_clean_records:  # the run's cached clean records, whichever cell computed them
                 extra = run.clean_passes.get(group.model, (0, 0))
                 passes = (passes[0] + extra[0], passes[1] + extra[1])
             store.write(records, cell_meta(run, ev, cell, records, prov, seconds, passes))
