@@ -326,6 +326,11 @@ def test_leaderboard_bad_input_names_what_is_missing(tmp_path: Path, capsys: pyt
                    [EvaluationEntry(label="clean", kind="clean", spec={}),
                     EvaluationEntry(label="aa", kind="autoattack", spec={"version": "custom", "attacks": ["apgd-ce"]})],
                    "use version 'custom'"),
+        "fast": ({"m": "Standard"}, [clean, row("m", "aa", "robust_accuracy", 0.0, **at | {"eps": E8})],
+                 [EvaluationEntry(label="clean", kind="clean", spec={}),
+                  EvaluationEntry(label="aa", kind="autoattack", spec={"version": "fast"})],
+                 "use version 'fast', and the leaderboard's numbers are the standard version's (the fast tier's "
+                 "numbers are never compared"),
     }
     for name, (models, rows, evaluations, message) in cases.items():
         results = rb_folder(tmp_path / name, models, rows, evaluations)
@@ -335,6 +340,20 @@ def test_leaderboard_bad_input_names_what_is_missing(tmp_path: Path, capsys: pyt
     plain = write_tidy(tmp_path / "plain", [clean])
     rc, out = check(capsys, plain, "--leaderboard", "robustbench")
     assert rc == 2 and "no manifest" in out
+
+
+def test_leaderboard_compares_the_standard_version_and_never_the_fast_one(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    # A fast-tier number far below the leaderboard's would fail if it were compared; only the standard one is.
+    at = {"eps": E8, "norm_": "Linf", "attack": "autoattack"}
+    rows = [row("m", "clean", "accuracy", 0.9478), row("m", "aa", "robust_accuracy", 0.0, **at),
+            row("m", "aa-fast", "robust_accuracy", 0.5, **at)]
+    evaluations = [EvaluationEntry(label="clean", kind="clean", spec={}),
+                   EvaluationEntry(label="aa", kind="autoattack", spec={"version": "standard"}),
+                   EvaluationEntry(label="aa-fast", kind="autoattack", spec={"version": "fast", "targets": 3})]
+    results = rb_folder(tmp_path / "res", {"m": "Standard"}, rows, evaluations)
+    rc, out = check(capsys, results, "--leaderboard", "robustbench")
+    assert rc == 0 and "2 ok" in out and "not compared: aa-fast (AutoAttack's fast version" in out, out
 
 
 def test_shipped_leaderboard_is_built_from_the_source() -> None:

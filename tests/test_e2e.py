@@ -28,13 +28,13 @@ def test_digits_suite_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     results = tmp_path / "res" / "digits"
     tidy = pd.read_csv(results / "tidy.csv")
     assert set(tidy.model) == {"standard", "at"}
-    assert set(tidy.evaluation) == {"clean", "fgsm", "pgd", "pgd-l2", "autoattack", "transfer-from-standard",
-                                    "worst-case", "audit"}
+    assert set(tidy.evaluation) == {"clean", "fgsm", "pgd", "pgd-l2", "autoattack-fast", "autoattack",
+                                    "transfer-from-standard", "worst-case", "audit"}
     assert (tidy.n[tidy.metric == "robust_accuracy"] == 60).all()
     ra = tidy[tidy.metric == "robust_accuracy"].set_index(["model", "evaluation", "eps"]).value
     for model in ("standard", "at"):
         # Worst case is never above any single attack at the same eps.
-        for ev in ("pgd", "autoattack", "fgsm"):
+        for ev in ("pgd", "autoattack-fast", "autoattack", "fgsm"):
             for eps in ra.loc[model, ev].index:
                 assert ra.loc[model, "worst-case", eps] <= ra.loc[model, ev, eps] + 1e-12
     # The AT model is more robust than the standard one under PGD at its training eps.

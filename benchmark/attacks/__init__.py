@@ -31,6 +31,10 @@ ATTACKS.add("pgd", "benchmark.attacks.pgd:pgd",
 ATTACKS.add("square", "benchmark.attacks.square:square",
             help="Square Attack (pyautoattack) on its own, with the queries each example used.", norms=("Linf", "L2"),
             smoke={"n_queries": 20})
-ATTACKS.add("autoattack", "benchmark.attacks.autoattack:autoattack",
+FAST_AUTOATTACK_DEFAULTS: dict[str, int] = {"targets": 3, "queries": 1000}
+"""AutoAttack's fast version: MALT-ranked target classes of APGD-T (the standard version attacks 9 in
+logit order) and Square's queries per example (the standard version's 5000, cut short)."""
+
+ATTACKS.add("autoattack", "benchmark.attacks.autoattack_versions:autoattack",
             help="AutoAttack (pyautoattack): standard ensemble or a custom list of its attacks.", norms=("Linf", "L2"),
             smoke={"version": "custom", "attacks": ["apgd-ce"]})

@@ -83,12 +83,23 @@ def n_target_classes(num_classes: int) -> int:
     return max(1, min(MAX_TARGET_CLASSES, num_classes - 1))
 
 
-def _cuda_index(device: torch.device) -> int:
+def float32(fn: Callable[..., Any], device_type: str) -> Callable[..., Any]:
+    """``fn`` run with autocast off: pyautoattack's FAB and Square mix float32 buffers with the model's
+    output dtype and fail under a bf16 autocast (``runtime.precision: bf16``); they run in float32."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(device_type, enabled=False):
+            return fn(*args, **kwargs)
+
+    return run
+
+
+def cuda_index(device: torch.device) -> int:
     """The index of a CUDA device (``cuda`` without an index means the current one)."""
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
-class _CapturingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class CapturingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Forwards pyautoattack's messages to the harness's logger and keeps the text of its warnings."""
 
     def __init__(self, target: logging.Logger):
@@ -288,20 +299,22 @@ class AutoAttackRunner:
                 with torch.no_grad():
                     num_classes = int(model(x[:1]).shape[1])
             adversary = self.build(model, eps, num_classes, x.device)
-            capture = _CapturingLogger(backend_logger)
+            capture = CapturingLogger(backend_logger)
             adversary.logger = adversary.apgd.logger = adversary.apgd_targeted.logger = capture
             tracker = _Tracker(adversary, y)
+            for sub_attack in (adversary.fab, adversary.square):  # their code mixes dtypes under autocast
+                sub_attack.perturb = float32(sub_attack.perturb, x.device.type)
             # pyautoattack seeds the global RNGs itself; fork them so the caller's streams are untouched.
-            devices = [_cuda_index(x.device)] if x.device.type == "cuda" else []
+            devices = [cuda_index(x.device)] if x.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices), warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=x.shape[0])
             broken_by = tracker.finish(y_adv)
-        info = {"attacks_run": list(adversary.attacks_to_run), "warnings": capture.warnings + _backend_warnings(caught)}
+        info = {"attacks_run": list(adversary.attacks_to_run), "warnings": capture.warnings + backend_warnings(caught)}
         return AttackResult(x_adv=x_adv.detach(), extras={"broken_by": broken_by}, info=info)
 
 
-def _backend_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+def backend_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
     """The text of the warnings pyautoattack raised itself; any other warning is passed on unchanged."""
     import pyautoattack
 
@@ -315,33 +328,3 @@ def _backend_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     return own
-
-
-def autoattack(
-    *,
-    version: str = "standard",
-    attacks: list[str] | None = None,
-    norm: str = "Linf",
-    seed: int = 0,
-    num_classes: int | None = None,
-) -> AutoAttackRunner:
-    """AutoAttack (pyautoattack): standard ensemble or a custom list of its attacks.
-
-    Args:
-        version: "standard" or "custom".
-        attacks: for "custom", pyautoattack attack names (apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square).
-        norm: "Linf" or "L2".
-        seed: seed for every sub-attack.
-        num_classes: classes of the dataset; sets the target classes of apgd-t and fab-t to
-            ``min(9, num_classes - 1)`` and leaves out attacks that need more classes.
-
-    Returns:
-        The configured attack.
-    """
-    return AutoAttackRunner(
-        norm=norm,
-        version=version,
-        attacks=tuple(attacks) if attacks is not None else None,
-        seed=seed,
-        num_classes=num_classes,
-    )

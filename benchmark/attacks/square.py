@@ -51,7 +51,8 @@ class SquareRunner:
         already misclassified on the clean input)."""
         from pyautoattack.square import SquareAttack
 
-        with frozen(model), torch.no_grad():
+        # Forward passes only, and in float32: pyautoattack's Square fails under a bf16 autocast.
+        with frozen(model), torch.inference_mode(), torch.autocast(x.device.type, enabled=False):
             square = SquareAttack(model, norm=self.norm, n_queries=self.n_queries, eps=eps, p_init=self.p_init,
                                   n_restarts=1, seed=self.seed, loss=self.loss, device=x.device)
             square.init_hyperparam(x)
@@ -71,7 +72,8 @@ class SquareRunner:
                     broken = model(x_run).argmax(1) != y[rows]
                     adv[rows[broken]] = x_run[broken]
                     standing[rows[broken]] = False
-        return AttackResult(x_adv=adv, extras={"queries": queries.cpu().numpy().astype(np.int64)})
+        # Cloned outside inference mode: plain tensors that the caller may modify.
+        return AttackResult(x_adv=adv.clone(), extras={"queries": queries.cpu().numpy().astype(np.int64)})
 
 
 def square(*, norm: str = "Linf", n_queries: int = 5000, p_init: float = 0.8, restarts: int = 1,

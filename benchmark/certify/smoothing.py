@@ -156,7 +156,7 @@ def sample_counts_for(model: nn.Module, x: torch.Tensor, num: int, *, sigma: flo
     counts: list[torch.Tensor] | None = None
     invalid = 0
     streams: dict[int, torch.Generator] = {}
-    with _eval_mode(model), torch.no_grad():
+    with _eval_mode(model), torch.inference_mode():  # forward passes only
         for start in range(0, n_ex * num, batch):
             stop = min(start + batch, n_ex * num)
             example = torch.arange(start, stop, device=x.device) // num

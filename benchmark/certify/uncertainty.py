@@ -81,6 +81,6 @@ def uncertainty_threshold(model: nn.Module, x: torch.Tensor, *, score: str, quan
     if not 0.0 <= quantile <= 1.0:
         raise ValueError(f"quantile must lie in [0, 1], got {quantile}")
     fn = UNCERTAINTY_SCORES[AbstainRule(score, 0.0).score]
-    with _eval_mode(model), torch.no_grad():
+    with _eval_mode(model), torch.inference_mode():
         scores = torch.cat([fn(torch.softmax(model(x[i:i + batch]).float(), 1)) for i in range(0, len(x), batch)])
     return float(np.quantile(scores.cpu().numpy(), quantile))

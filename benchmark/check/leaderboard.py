@@ -89,23 +89,27 @@ def load(path: Path | None = None) -> pd.DataFrame:
     return df
 
 
-def _kinds(manifest: object, tidy: pd.DataFrame) -> tuple[set[str], set[str], set[str]]:
-    """Labels of the clean, standard-AutoAttack and custom-AutoAttack evaluations."""
-    clean, standard, custom = set(), set(), set()
+def _kinds(manifest: object, tidy: pd.DataFrame) -> tuple[set[str], set[str], dict[str, str]]:
+    """Labels of the clean and standard-AutoAttack evaluations, and the version of every other AutoAttack one."""
+    clean, standard, other = set(), set(), {}
     for e in manifest.evaluations:  # type: ignore[attr-defined]
         if e.kind == "clean":
             clean.add(e.label)
         elif e.kind == "autoattack":
-            (standard if e.spec.get("version", "standard") == "standard" else custom).add(e.label)
+            version = e.spec.get("version", "standard")
+            if version == "standard":
+                standard.add(e.label)
+            else:
+                other[e.label] = version
     listed_labels = {e.label for e in manifest.evaluations}  # type: ignore[attr-defined]
     # Rows of evaluations the manifest no longer lists still name their kind in the `attack` column.
     for label, kind in tidy[["evaluation", "attack"]].drop_duplicates().itertuples(index=False):
         if label not in listed_labels:
             {"clean": clean, "autoattack": standard}.get(kind, set()).add(label)
-    return clean, standard, custom
+    return clean, standard, other
 
 
-def _missing_autoattack(rows: pd.DataFrame, standard: set[str], custom: set[str], norm: str) -> str:
+def _missing_autoattack(rows: pd.DataFrame, standard: set[str], other: dict[str, str], norm: str) -> str:
     """What AutoAttack a model does have, for the message saying the leaderboard's cell is missing."""
     from benchmark.fields import eps_label
 
@@ -115,9 +119,13 @@ def _missing_autoattack(rows: pd.DataFrame, standard: set[str], custom: set[str]
         return f"; it has standard AutoAttack at {norm} eps {', '.join(eps_label(e) for e in sorted(set(same_norm['eps'])))}"
     if not aa.empty:
         return f"; its standard AutoAttack runs at norm {', '.join(sorted(set(aa['norm'])))}"
-    if rows["evaluation"].isin(custom).any():
-        return (f"; its AutoAttack evaluation(s) {', '.join(sorted(set(rows['evaluation']) & custom))} use version "
-                f"'custom', and the leaderboard's numbers are the standard version's")
+    mine = sorted(set(rows["evaluation"]) & set(other))
+    if mine:
+        versions = sorted({other[label] for label in mine})
+        why = (" (the fast tier's numbers are never compared with the leaderboard: it is a cheaper approximation "
+               "of AutoAttack, run the standard version for this check)" if "fast" in versions else "")
+        return (f"; its AutoAttack evaluation(s) {', '.join(mine)} use version {' and '.join(map(repr, versions))}, "
+                f"and the leaderboard's numbers are the standard version's{why}")
     return "; it has no AutoAttack evaluation"
 
 
@@ -161,7 +169,8 @@ def compare_leaderboard(results: Path, tidy: pd.DataFrame, confidence: float, fl
     if not models:
         raise CheckInputError(f"{where}: no RobustBench model in the results (no model's source is "
                               f"robustbench:<Name>), so --leaderboard robustbench has nothing to compare")
-    clean, standard, custom = _kinds(manifest, tidy)
+    clean, standard, other = _kinds(manifest, tidy)
+    fast = sorted(label for label, version in other.items() if version == "fast")
     problems: list[str] = []
     rows: list[dict] = []
 
@@ -203,7 +212,7 @@ def compare_leaderboard(results: Path, tidy: pd.DataFrame, confidence: float, fl
         if at_eps.empty:
             problems.append(f"model '{name}': no standard AutoAttack robust_accuracy at {threat} eps {entry['eps_label']} "
                             f"(the leaderboard's eps for {rb_name}) in the results"
-                            + _missing_autoattack(mine, standard, custom, threat))
+                            + _missing_autoattack(mine, standard, other, threat))
             continue
         external = float(entry["external"])
         use_external = math.isfinite(external)
@@ -213,6 +222,9 @@ def compare_leaderboard(results: Path, tidy: pd.DataFrame, confidence: float, fl
                          f"(stricter than AutoAttack's {100 * float(entry['autoattack']):.2f}%)")
         against = "robustbench external" if use_external else "robustbench autoattack"
         add(at_eps, reference, against)
+    if fast and not problems:
+        notes.append(f"not compared: {', '.join(fast)} (AutoAttack's fast version; the leaderboard's numbers are "
+                     f"the standard version's)")
     if problems:
         raise CheckInputError(f"{where}: {len(problems)} problem(s) with --leaderboard robustbench:\n{listed(problems)}")
     return CheckResult(pd.DataFrame(rows, columns=CHECKED_COLUMNS), notes, ["robustbench"])

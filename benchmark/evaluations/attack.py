@@ -81,11 +81,12 @@ class AttackCascade(Evaluation):
 
         def run(rows: np.ndarray, verdict: bool) -> None:
             xb, yb = ctx.x[rows].to(ctx.device), ctx.y[rows].to(ctx.device)
-            result = attack(model, xb, yb, cell.eps)
-            x_adv = result.x_adv.detach()
+            with ctx.attack_precision():  # bf16 iterations if asked for; every record below is a float32 forward
+                result = attack(model, xb, yb, cell.eps)
+            x_adv = result.x_adv.detach().float()
             dist = check_adversarial(x_adv, xb, cell.eps, self.norm_name, where)
             points.add("returned" if result.x_loss is None else "loss_max")
-            x_cal = x_adv if result.x_loss is None else result.x_loss.detach()
+            x_cal = x_adv if result.x_loss is None else result.x_loss.detach().float()
             if x_cal is not x_adv:
                 check_adversarial(x_cal, xb, cell.eps, self.norm_name, where)
             if verdict:
@@ -170,30 +171,62 @@ class PGDEval(AttackCascade):
         return super().settings() + ("" if self.step_size is not None else ", step size 2.5 eps/steps")
 
 
-@EVALUATIONS.register("autoattack", help="AutoAttack (pyautoattack): standard version or a custom list of its attacks.")
+@EVALUATIONS.register("autoattack", help="AutoAttack (pyautoattack): standard version, a custom list of its attacks, "
+                                         "or the fast version (early exit, MALT targets, Square cut short).")
 class AutoAttackEval(AttackCascade):
-    """AutoAttack (pyautoattack): standard version or a custom list of its attacks."""
+    """AutoAttack (pyautoattack): standard version, a custom list of its attacks, or the fast version.
+
+    ``fast`` (``benchmark.attacks.fast_autoattack``) reaches the standard version's verdicts at a
+    fraction of its passes (``benchmarks/bench_fast_autoattack.py``); the standard version stays the
+    default and is the only one ``bench check --leaderboard`` compares with RobustBench.
+    """
 
     smoke: ClassVar[dict[str, Any]] = {"eps": [0.1], "version": "custom", "attacks": ["apgd-ce"]}
     attack: Literal["autoattack"]
     eps: EpsList
     norm: Norm = "Linf"
-    version: Literal["standard", "custom"] = "standard"
+    version: Literal["standard", "custom", "fast"] = "standard"
     attacks: tuple[Literal["apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square"], ...] | None = None
+    targets: int | None = Field(None, ge=0, le=100, description="fast only: MALT-ranked target classes of APGD-T "
+                                                                "(default 3; the standard version attacks 9)")
+    queries: int | None = Field(None, ge=0, le=100_000, description="fast only: Square's queries per example "
+                                                                    "(default 1000; the standard version's 5000)")
     seed: int | None = Field(None, description="seed of every sub-attack; the suite's seed if absent")
 
     @model_validator(mode="after")
     def _custom_needs_attacks(self) -> AutoAttackEval:
         if self.version == "custom" and not self.attacks:
             raise ValueError("version 'custom' needs a non-empty 'attacks' list")
-        if self.version == "standard" and self.attacks:
+        if self.version != "custom" and self.attacks:
             raise ValueError("'attacks' is only used with version 'custom'")
+        if self.version != "fast":
+            given = [k for k in ("targets", "queries") if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"{' and '.join(given)} only apply to version 'fast'")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fast_defaults(cls, data: Any) -> Any:
+        """The fast version's defaults, filled in before validation so that they enter the fingerprints."""
+        if isinstance(data, dict) and data.get("version") == "fast":
+            from benchmark.attacks import FAST_AUTOATTACK_DEFAULTS
+
+            data = {**FAST_AUTOATTACK_DEFAULTS, **{k: v for k, v in data.items() if v is not None}}
+        return data
+
+    def attack_params(self) -> dict[str, Any]:
+        # The fast-only fields stay out of the other versions' parameters (and fingerprints).
+        params = super().attack_params()
+        return {k: v for k, v in params.items() if not (k in ("targets", "queries") and v is None)}
+
     def settings(self) -> str:
-        attacks = self.attacks or ("apgd-ce", "apgd-t", "fab-t", "square")
         names = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab": "FAB", "fab-t": "FAB-T",
                  "square": "Square"}
+        if self.version == "fast":
+            return (f"fast version (APGD-CE, APGD-T on {self.targets} MALT targets, Square {self.queries} queries; "
+                    f"early exit; pyautoattack's attacks), norm {self.norm}")
+        attacks = self.attacks or ("apgd-ce", "apgd-t", "fab-t", "square")
         return f"{self.version} version ({', '.join(names[a] for a in attacks)}; pyautoattack), norm {self.norm}"
 
     def summary_rows(self, records: CellRecords, eps: float) -> list[tuple[str, float, int]]:

@@ -93,6 +93,9 @@ class Context:
     parameters plus the model's identity and the evaluated subset; None where the run keeps none."""
     progress: bool = False
     """Whether a kind may show its own progress bar for long cells."""
+    precision: str = "fp32"
+    """The suite's ``runtime.precision``: ``bf16`` runs attack iterations under bfloat16 autocast
+    (:meth:`attack_precision`); records always come from :meth:`forward`, in float32."""
     crafted: Callable[[list[str], dict[str, Any]], Partial] | None = None
     """Storage for inputs crafted on other models of the suite and reused by every target (the transfer
     matrix's adversarial examples), keyed by those models' identities, the evaluated subset and the
@@ -133,6 +136,13 @@ class Context:
                 continue
             pos += len(block)
 
+    def attack_precision(self) -> Any:
+        """A context for an attack's iterations: bfloat16 autocast with ``precision: bf16``, else nothing.
+
+        Verdicts never come from inside it: :meth:`forward` judges the final points in float32.
+        """
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> CellRecords:
         """Records of the evaluated model on inputs ``x`` with labels ``y`` (one batch)."""
         return forward_records(self.model(), x, y, self.num_classes, self.device, max(1, len(x)), self.model_name)
@@ -142,13 +152,15 @@ def forward_records(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_clas
                     batch_size: int, name: str) -> CellRecords:
     """Predictions, validity and probabilities of ``model`` on ``x`` (index and perturbation left 0).
 
+    Always float32 (autocast off, even inside an attack's bf16 context), under ``torch.inference_mode``.
+
     Raises:
         InvalidOutputError: logits of the wrong shape.
     """
     probs_all, pred_all, valid_all = [], [], []
-    with torch.no_grad():
+    with torch.inference_mode(), torch.autocast(device.type, enabled=False):
         for i in range(0, len(x), batch_size):
-            logits = model(x[i:i + batch_size].to(device)).float()
+            logits = model(x[i:i + batch_size].to(device).float()).float()
             expected = (min(batch_size, len(x) - i), num_classes)
             if logits.ndim != 2 or tuple(logits.shape) != expected:
                 raise InvalidOutputError(f"model '{name}' returned logits of shape {tuple(logits.shape)}; expected "

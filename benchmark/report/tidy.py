@@ -25,6 +25,7 @@ import pandas as pd
 
 from benchmark.evaluations import evaluation_class
 from benchmark.evaluations.base import Evaluation, Row
+from benchmark.report.rows_cache import RowsCache
 from benchmark.store import Manifest, Store, VerifiedCells
 from benchmark.fields import eps_label
 
@@ -66,6 +67,7 @@ def tidy_table(cells: Store | VerifiedCells, manifest: Manifest,
     """
     if isinstance(cells, Store):
         cells = VerifiedCells(cells, manifest)
+    cache = RowsCache(cells.store.root)
     rows: list[dict[str, Any]] = []
     missing = 0
     verdicts: Verdicts = {}
@@ -83,7 +85,9 @@ def tidy_table(cells: Store | VerifiedCells, manifest: Manifest,
                 "points": meta.notes.get("calibration_points", "") if adversarial else "", "attack_set": "",
                 "forward_passes": meta.forward_passes, "backward_passes": meta.backward_passes,
                 "seconds": meta.seconds, "examples_attacked": meta.examples_attacked}
-        for row in ev.table_rows(records, cell.eps, manifest.metrics, manifest.n_bins):
+        cell_rows = cache.rows(cell.fingerprint, ev, manifest.metrics, manifest.n_bins,
+                               lambda: ev.table_rows(records, cell.eps, manifest.metrics, manifest.n_bins))
+        for row in cell_rows:
             rows.append({**base, **Row(*row)._asdict()})
         if adversarial:
             verdicts.setdefault((cell.model, cell.norm), []).append(

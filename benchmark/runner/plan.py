@@ -106,6 +106,8 @@ def fingerprint_parts(suite: Suite, ev: Evaluation, model_identity: dict[str, An
              "versions": versions, "transfer_source": source_identity}
     if variant:  # only then, so that the fingerprints of cells without variants stay as they were
         parts["variant"] = variant
+    if suite.runtime.precision != "fp32" and ev.cascade and ev.adversarial:
+        parts["precision"] = suite.runtime.precision  # attack iterates in bf16 differ from float32 ones
     if ev.cascade and ev.adversarial:
         # Attack cells hold calibration records of every example at their eps since store version 2;
         # a cell written before holds the cascade's leftovers and must not be reused for them.

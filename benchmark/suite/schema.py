@@ -49,7 +49,9 @@ class DataSpec(StrictModel):
 
 
 class Runtime(StrictModel):
-    """How cells are executed. Never part of a fingerprint: results do not depend on it."""
+    """How cells are executed. Not part of a fingerprint (results do not depend on it), except
+    ``precision: bf16``, which changes the attacks' iterates and so enters the fingerprints of the cells
+    it applies to."""
 
     executor: Literal["local", "ray"] = Field("local", description="local: this process; ray: one Ray task per "
                                                                    "(model, evaluation)")
@@ -59,6 +61,10 @@ class Runtime(StrictModel):
     num_gpus: float = Field(1, ge=0, description="GPUs each Ray task reserves when the device is CUDA")
     max_retries: int = Field(1, ge=0, description="Ray reruns a task whose worker died this many times; "
                                                   "the rerun resumes from the cells already stored")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: attack iterations of the attack cascades (FGSM, PGD, AutoAttack, transfer) "
+                            "under bfloat16 autocast; every verdict and record is still computed by a float32 "
+                            "forward pass of the final points")
 
 
 class AuditSpec(StrictModel):

@@ -1,0 +1,89 @@
+"""Each stored cell's tidy rows, kept beside the results so that a rerun does not recompute them.
+
+A cell's rows (its metrics with their Clopper-Pearson and bootstrap intervals, ``Evaluation.table_rows``)
+are a pure function of its records, its evaluation's settings, the suite's metrics and bins, and the
+code that computes them. The bootstrap makes them the slowest part of building a report (1000
+resamples per metric and cell), and a rerun of a finished suite, or ``bench report`` on a large
+folder, recomputed all of them. They are kept in ``<results>/.tidy-cache/<key>.json``, the key
+hashing the cell's fingerprint (which covers its records: cells are verified against it when read),
+the evaluation's full settings, the metrics, the bins and a digest of the package's source files, so
+that any change to any of these computes the rows again. A cache file that cannot be read is
+ignored and recomputed; one that cannot be written (a read-only folder) is skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmark.evaluations.base import Evaluation, Row
+
+logger = logging.getLogger(__name__)
+
+CACHE_DIR = ".tidy-cache"
+
+Rows = list[Row | tuple[str, float, int]]
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """sha256 of every source file of the package (names and bytes): any code change gives a new digest."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _encode(rows: Rows) -> list[list[Any]]:
+    return [["row", *r] if isinstance(r, Row) else ["plain", *r] for r in rows]
+
+
+def _decode(data: list[list[Any]]) -> Rows:
+    rows: Rows = []
+    for item in data:
+        tag, *fields = item
+        if tag == "row":
+            rows.append(Row(*fields))
+        elif tag == "plain" and len(fields) == 3:
+            rows.append((str(fields[0]), float(fields[1]), int(fields[2])))
+        else:
+            raise ValueError(f"unexpected cached row {item!r}")
+    return rows
+
+
+class RowsCache:
+    """The tidy rows of cells, cached under ``<results>/.tidy-cache`` (no cache when ``root`` is None)."""
+
+    def __init__(self, root: Path | None):
+        self.dir = Path(root) / CACHE_DIR if root is not None else None
+
+    def rows(self, fingerprint: str, evaluation: Evaluation, metrics: Sequence[str], n_bins: int,
+             compute: Callable[[], Rows]) -> Rows:
+        """The cell's rows from the cache, or ``compute()``'s (then cached)."""
+        if self.dir is None:
+            return compute()
+        key = json.dumps({"cell": fingerprint, "kind": evaluation.kind, "settings": evaluation.model_dump(mode="json"),
+                          "metrics": list(metrics), "n_bins": n_bins, "code": code_digest()}, sort_keys=True)
+        path = self.dir / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
+        try:
+            return _decode(json.loads(path.read_text())["rows"])
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.info("tidy cache: %s unreadable (%s); computing the rows again", path, exc)
+        rows = compute()
+        try:
+            from benchmark.atomic import atomic_write_text
+
+            self.dir.mkdir(exist_ok=True)
+            atomic_write_text(path, json.dumps({"rows": _encode(rows)}))
+        except Exception as exc:  # noqa: BLE001 - a cache that cannot be written only costs time
+            logger.info("tidy cache: not written (%s)", exc)
+        return rows
