@@ -91,3 +91,24 @@ def count_training(monkeypatch: object) -> list[str]:
 
     monkeypatch.setattr(loop, "train_recipe", counting)  # type: ignore[attr-defined]
     return calls
+
+
+def digits_mlp(steps: int = 300, n: int = 96) -> tuple:
+    """An undefended MLP trained on scikit-learn's digits beyond the first 200 (full-batch Adam), and the
+    first ``n`` digits as NCHW floats in [0, 1] with their labels: a small model to attack."""
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+    from torch import nn
+
+    data = load_digits()
+    x = torch.tensor(data.data / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
+    y = torch.tensor(data.target, dtype=torch.int64)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x[200:]), y[200:]).backward()
+        opt.step()
+    return model.eval(), x[:n], y[:n]

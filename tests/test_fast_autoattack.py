@@ -13,13 +13,13 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from benchmark.attacks import ATTACKS
 from benchmark.attacks.fast_autoattack import EarlyExit, FastAutoAttack, malt_targets
 from benchmark.cost import PassCounter, count_passes
 from benchmark.evaluations import EVALUATIONS
+from helpers import digits_mlp
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -32,21 +32,8 @@ def single_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """An undefended MLP trained on digits (300 full-batch Adam steps) and 96 test-like digits."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.tensor(data.data / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
-    y = torch.tensor(data.target, dtype=torch.int64)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(300):
-        opt.zero_grad()
-        F.cross_entropy(model(x[200:]), y[200:]).backward()
-        opt.step()
-    model.eval()
-    return model, x[:96], y[:96]
+    """An undefended MLP trained on digits and 96 digits it was not trained on."""
+    return digits_mlp()
 
 
 def robust(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

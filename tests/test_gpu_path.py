@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from benchmark.attacks.fast_autoattack import FastAutoAttack
@@ -21,24 +20,13 @@ from benchmark.evaluations.context import forward_records
 from benchmark.runner.context import prepare_for_device
 from benchmark.runner.plan import fingerprint_parts
 from benchmark.suite.loading import load_suite
+from helpers import digits_mlp
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def digits_problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.tensor(data.data / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
-    y = torch.tensor(data.target, dtype=torch.int64)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(200):
-        opt.zero_grad()
-        F.cross_entropy(model(x[100:]), y[100:]).backward()
-        opt.step()
-    return model.eval(), x[:64], y[:64]
+    return digits_mlp(steps=200, n=64)
 
 
 def test_records_are_float32_even_inside_a_bf16_autocast() -> None:
