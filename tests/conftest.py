@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmark.data import load_dataset
 from benchmark.data.arrays import ArrayDataset
@@ -117,3 +119,13 @@ def paper_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     suite.write_text(PAPER_SUITE.replace("device: cpu", f"device: cpu\ncache_dir: {root / 'recipes'}"))
     assert main(["run", str(suite), "--results-dir", str(root / "results"), "--no-progress"]) == 0
     return root / "results" / "paper"
+
+
+@pytest.fixture(scope="module")
+def single_thread() -> Iterator[None]:
+    """One intra-op thread for a module: its models are tiny, and on a shared 2-core machine extra threads
+    only contend (use with ``pytestmark = pytest.mark.usefixtures("single_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from collections.abc import Iterator
 
 from pathlib import Path
 
@@ -35,13 +34,7 @@ FAST_AUTOATTACK = {"version": "custom", "attacks": ["apgd-ce", "apgd-t"]}
 # --------------------------------------------------------------------------- fixtures and helpers
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """One intra-op thread: the models are tiny, and on a shared 2-core machine extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: one intra-op thread for this module
 
 
 @pytest.fixture(scope="module")

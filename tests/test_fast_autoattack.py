@@ -8,7 +8,6 @@ alone and is refused where only the standard version makes sense (parameters, th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -22,12 +21,7 @@ from benchmark.evaluations import EVALUATIONS
 from helpers import digits_mlp
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: one intra-op thread for this module
 
 
 @pytest.fixture(scope="module")

@@ -217,11 +217,14 @@ class FastAutoAttack:
             x_adv = x.clone()
             run = self.attacks_run(num_classes)
 
-            def record(rows: torch.Tensor, fooled: torch.Tensor, points: torch.Tensor, name: str) -> None:
-                # A row leaves the pool only if a float32 forward pass agrees (under bf16 autocast the
-                # attack's own forward passes may not): the later sub-attacks get the others.
-                fooled = fooled.clone()
-                if fooled.any():
+            low_precision = torch.is_autocast_enabled(x.device.type)
+
+            def record(rows: torch.Tensor, fooled: torch.Tensor, points: torch.Tensor, name: str,
+                       judged: bool = True) -> None:
+                # A row leaves the pool only on a float32 forward pass's word: APGD's own passes (EarlyExit)
+                # are one unless a bf16 autocast is on; Square's points (judged=False) have none yet.
+                if (low_precision or not judged) and fooled.any():
+                    fooled = fooled.clone()
                     fooled[fooled.clone()] = _fooled_fp32(model, points[fooled], y[rows][fooled])
                 hit = rows[fooled]
                 x_adv[hit] = points[fooled]
@@ -241,7 +244,8 @@ class FastAutoAttack:
                 torch.manual_seed(self.seed)
                 with torch.inference_mode():  # forward passes only, in float32 (see autoattack.float32)
                     points = float32(square.perturb, x.device.type)(x[rows], y[rows])
-                record(rows, torch.ones(len(rows), dtype=torch.bool, device=x.device), points.clone(), "square")
+                record(rows, torch.ones(len(rows), dtype=torch.bool, device=x.device), points.clone(), "square",
+                       judged=False)
         info: dict[str, Any] = {"attacks_run": run, "warnings": capture.warnings + backend_warnings(caught)}
         return AttackResult(x_adv=x_adv.detach(), extras={"broken_by": broken_by}, info=info)
 
