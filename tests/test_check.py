@@ -331,6 +331,10 @@ def test_leaderboard_bad_input_names_what_is_missing(tmp_path: Path, capsys: pyt
                   EvaluationEntry(label="aa", kind="autoattack", spec={"version": "fast"})],
                  "use version 'fast', and the leaderboard's numbers are the standard version's (the fast tier's "
                  "numbers are never compared"),
+        # A stale tidy.csv: its AutoAttack rows belong to an evaluation manifest.json no longer lists, so
+        # their version is unknown (they may be the fast tier's) and they are not compared.
+        "stale": ({"m": "Standard"}, [clean, row("m", "gone", "robust_accuracy", 0.0, **at | {"eps": E8})], None,
+                  "its AutoAttack evaluation(s) gone use version 'unknown (the evaluation is not in manifest.json)'"),
     }
     for name, (models, rows, evaluations, message) in cases.items():
         results = rb_folder(tmp_path / name, models, rows, evaluations)
@@ -354,6 +358,9 @@ def test_leaderboard_compares_the_standard_version_and_never_the_fast_one(tmp_pa
     results = rb_folder(tmp_path / "res", {"m": "Standard"}, rows, evaluations)
     rc, out = check(capsys, results, "--leaderboard", "robustbench")
     assert rc == 0 and "2 ok" in out and "not compared: aa-fast (AutoAttack's fast version" in out, out
+    write_tidy(results, rows + [row("m", "gone", "robust_accuracy", 0.0, **at)])  # tidy.csv older than the manifest
+    rc, out = check(capsys, results, "--leaderboard", "robustbench")
+    assert rc == 0 and "2 ok" in out and "not compared: gone (AutoAttack rows of tidy.csv" in out, out
 
 
 def test_shipped_leaderboard_is_built_from_the_source() -> None:

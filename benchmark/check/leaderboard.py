@@ -89,6 +89,10 @@ def load(path: Path | None = None) -> pd.DataFrame:
     return df
 
 
+UNKNOWN_VERSION = "unknown (the evaluation is not in manifest.json)"
+"""The version given to tidy rows of an AutoAttack evaluation the manifest does not list (a stale tidy.csv)."""
+
+
 def _kinds(manifest: object, tidy: pd.DataFrame) -> tuple[set[str], set[str], dict[str, str]]:
     """Labels of the clean and standard-AutoAttack evaluations, and the version of every other AutoAttack one."""
     clean, standard, other = set(), set(), {}
@@ -102,10 +106,14 @@ def _kinds(manifest: object, tidy: pd.DataFrame) -> tuple[set[str], set[str], di
             else:
                 other[e.label] = version
     listed_labels = {e.label for e in manifest.evaluations}  # type: ignore[attr-defined]
-    # Rows of evaluations the manifest no longer lists still name their kind in the `attack` column.
+    # Rows of evaluations the manifest no longer lists still name their kind in the `attack` column, but
+    # not an AutoAttack evaluation's version: such rows could be the fast tier's, so they are never compared.
     for label, kind in tidy[["evaluation", "attack"]].drop_duplicates().itertuples(index=False):
         if label not in listed_labels:
-            {"clean": clean, "autoattack": standard}.get(kind, set()).add(label)
+            if kind == "clean":
+                clean.add(label)
+            elif kind == "autoattack":
+                other[label] = UNKNOWN_VERSION
     return clean, standard, other
 
 
@@ -222,9 +230,13 @@ def compare_leaderboard(results: Path, tidy: pd.DataFrame, confidence: float, fl
                          f"(stricter than AutoAttack's {100 * float(entry['autoattack']):.2f}%)")
         against = "robustbench external" if use_external else "robustbench autoattack"
         add(at_eps, reference, against)
+    stale = sorted(label for label, version in other.items() if version == UNKNOWN_VERSION)
     if fast and not problems:
         notes.append(f"not compared: {', '.join(fast)} (AutoAttack's fast version; the leaderboard's numbers are "
                      f"the standard version's)")
+    if stale and not problems:
+        notes.append(f"not compared: {', '.join(stale)} (AutoAttack rows of tidy.csv whose evaluation manifest.json "
+                     f"does not list, so their version is unknown)")
     if problems:
         raise CheckInputError(f"{where}: {len(problems)} problem(s) with --leaderboard robustbench:\n{listed(problems)}")
     return CheckResult(pd.DataFrame(rows, columns=CHECKED_COLUMNS), notes, ["robustbench"])
