@@ -66,6 +66,24 @@ def test_digits_split_is_fixed_disjoint_and_stratified() -> None:
     assert counts.min() >= 35 and counts.max() <= 37  # stratified: ~36 per class
 
 
+def test_digits_read_without_sklearn_equal_sklearns_load_and_split() -> None:
+    # The loader parses sklearn's bundled file itself and reads the shipped split; both must be what
+    # load_digits and train_test_split give (on a changed data file the loader falls back to them).
+    from sklearn.datasets import load_digits
+
+    from benchmark.data import digits
+
+    bunch = load_digits()
+    images, target, sha = digits._arrays()
+    assert sha == digits.DIGITS_CSV_SHA256, "sklearn's digits.csv.gz changed: run python -m benchmark.data.digits"
+    assert np.array_equal(images, bunch.images) and np.array_equal(target, bunch.target)
+    shipped, computed = DigitsSource.split_indices(), DigitsSource.sklearn_split(bunch.target)
+    assert shipped.keys() == computed.keys()
+    assert all(np.array_equal(shipped[k], computed[k]) for k in computed)
+    test = load_dataset("digits", "test")
+    assert torch.equal(test.x, torch.from_numpy(bunch.images[computed["test"]] / 16.0).float().unsqueeze(1))
+
+
 def test_fake_is_deterministic_and_seeded() -> None:
     a = load_dataset("fake", "test", seed=0)
     b = load_dataset("fake", "test", seed=0)

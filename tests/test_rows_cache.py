@@ -44,3 +44,40 @@ def test_cached_rows_give_the_same_table_and_any_change_recomputes_them(paper_re
     monkeypatch.setattr(rows_cache, "code_digest", lambda: "another version of the code")
     pd.testing.assert_frame_equal(tidy(folder), first)
     assert len(calls) == 1 + len(cached)  # new code: nothing reused
+
+
+def test_figures_are_reused_only_while_nothing_they_are_drawn_from_changed(paper_results: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark.report import build_report, write_report
+    from benchmark.report import figure_cache, paper_figures as paper_figures_module, render
+    from benchmark.report.paper import ALL_FORMATS, report_spec, write_paper
+
+    folder = tmp_path / "res"
+    shutil.copytree(paper_results, folder, ignore=shutil.ignore_patterns(CACHE_DIR))
+    drawn: list[str] = []
+    for module, name in ((render, "plot_robustness"), (paper_figures_module, "paper_figures")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name, **k: (drawn.append(_n), _f(*a, **k))[1])
+
+    def write() -> list[Path]:
+        report = build_report(folder)
+        return write_report(report, folder) + write_paper(report, folder, report_spec(report), list(ALL_FORMATS))
+
+    first = write()
+    assert sorted(drawn) == ["paper_figures", "plot_robustness"]
+    figures = [p for p in first if p.suffix in (".png", ".pdf", ".svg")]
+    assert figures and all(p.is_file() for p in figures)
+    drawn.clear()
+    assert write() == first and drawn == []  # nothing changed: the files are reused, not drawn
+    figures[0].write_bytes(b"not the figure")  # a changed (or deleted) file: its group is drawn again
+    write()
+    assert len(drawn) == 1 and figures[0].read_bytes() != b"not the figure"
+    drawn.clear()
+    monkeypatch.setattr(figure_cache, "code_digest", lambda: "another version of the code")
+    write()
+    assert sorted(drawn) == ["paper_figures", "plot_robustness"]
+    drawn.clear()
+    manifest = Store(folder).read_manifest()  # a cell no longer stored: drawn again
+    Store(folder).path(manifest.cells[-1].fingerprint).unlink()
+    write()
+    assert sorted(drawn) == ["paper_figures", "plot_robustness"]

@@ -64,14 +64,19 @@ def write_paper(report: Report, results: Path, spec: ReportSpec, formats: list[s
         The written paths.
     """
     from benchmark.report.html import write_html
+    from benchmark.report.figure_cache import FigureCache, figures_key
     from benchmark.report.paper_figures import paper_figures, write_figures
 
     folder = results / PAPER_DIR
     tables = build_tables(report, spec) if tables is None else tables
     written = write_paper_tables(tables, folder, [f for f in formats if f in FORMATS])
     if "html" in formats or set(formats) >= set(ALL_FORMATS):
-        figures = paper_figures(report.inputs, spec.figures, results.name)
-        paths = write_figures(figures, folder, list(dict.fromkeys([*spec.figures.formats, "png"])))
+        figure_formats = list(dict.fromkeys([*spec.figures.formats, "png"]))
+        key = figures_key(report.inputs.manifest, report.inputs.stored, title=results.name,
+                          spec=spec.figures.model_dump(mode="json"), formats=figure_formats)
+        paths = FigureCache(results).figures(
+            "paper", key, lambda: write_figures(paper_figures(report.inputs, spec.figures, results.name), folder,
+                                                figure_formats))
         written += paths
         if "html" in formats:
             pngs = [(f"fig-{p.stem}", _figure_caption(p.stem), p) for p in paths if p.suffix == ".png"]

@@ -17,6 +17,7 @@ import pandas as pd
 from benchmark.atomic import atomic_write_text
 from benchmark.evaluations.base import Evaluation, ReportInputs, Table
 from benchmark.report.audit import audit_table, audit_terminal, write_audit
+from benchmark.report.figure_cache import FigureCache, figures_key
 from benchmark.report.figures import plot_robustness
 from benchmark.report.pivots import calibration_pivot, robust_pivot
 from benchmark.report.seeds import seed_pivots, seed_summary
@@ -158,6 +159,15 @@ def write_report(report: Report, results: Path) -> list[Path]:
         written += _write_all(results, stem, {"csv": df.to_csv(), "md": markdown(df),
                                               "tex": _latex_bars(df.to_latex(escape=True, caption=caption,
                                                                              position="t"))})
+    written += FigureCache(results).figures(
+        "report", figures_key(report.inputs.manifest, report.inputs.stored, title=results.name),
+        lambda: _report_figures(report, results))
+    return written
+
+
+def _report_figures(report: Report, results: Path) -> list[Path]:
+    """Draw and write the report's figures (the robustness overview and each kind's)."""
+    written = []
     png = plot_robustness(report.tidy, results / "robust_accuracy.png", results.name)
     if png is not None:
         written.append(png)
