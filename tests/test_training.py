@@ -245,6 +245,11 @@ def test_validation_of_recipe_hyperparameters() -> None:
     assert "does not use 'hr_alpha'" in msg and "label_smoothing" in msg
     msg = _suite_problem({"kind": "at+entm", "arch": "mlp", "epochs": 1, "entropy_beta": 0.1})
     assert "needs an 'adversarial' block" in msg
+    for kind, field in (("entm", "entropy_beta"), ("gaussian+entm", "entropy_beta"), ("ls", "label_smoothing")):
+        recipe = {"kind": kind, "arch": "mlp", "epochs": 1} | ({"noise_sigma": 0.25} if "gaussian" in kind else {})
+        msg = _suite_problem(recipe)  # left out: it would train as the recipe without it
+        assert "models.m.recipe" in msg and f"needs '{field}' > 0" in msg, msg
+        assert f"needs '{field}' > 0" in _suite_problem(recipe | {field: 0.0})
     msg = _suite_problem({"kind": "hr", "arch": "mlp", "epochs": 1, "hr_alpha": 1.0})
     assert "hr_alpha" in msg
     msg = _suite_problem({"kind": "ar-adals", "arch": "mlp", "epochs": 1,

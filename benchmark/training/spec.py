@@ -139,6 +139,12 @@ class RecipeSpec(StrictModel):
             used = ", ".join(sorted(uses)) or "none of them"
             raise ValueError(f"recipe kind '{self.kind}' does not use {', '.join(repr(f) for f in unused)} "
                              f"(it uses {used}); remove it or change 'kind'")
+        # Label smoothing 0 or an entropy weight 0 makes ls / entm train exactly as their base recipe would,
+        # under another name: a forgotten hyperparameter, never what a comparison of defenses means.
+        degenerate = sorted(f for f in uses & {"label_smoothing", "entropy_beta"} if getattr(self, f) == 0)
+        if degenerate:
+            raise ValueError(f"recipe kind '{self.kind}' needs {' and '.join(repr(f) for f in degenerate)} > 0 "
+                             f"(with 0 it would train exactly as the recipe without it)")
         if recipe.noise and self.noise_sigma is None:
             raise ValueError(f"recipe kind '{self.kind}' needs 'noise_sigma' (the std of its Gaussian noise "
                              f"augmentation, > 0, in input units [0,1])")
