@@ -16,6 +16,15 @@ from typing import Any
 _VERSIONED = ("bench", "torch", "pyautoattack", "robustbench", "torchvision", "numpy")
 
 
+def sha256_file(path: Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def fingerprint(parts: dict[str, Any]) -> str:
     """Hash of everything that changes a cell's result (JSON with sorted keys, sha256, 20 hex digits)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()

@@ -31,9 +31,9 @@ from benchmark.models.checkpoint import (
     load_state_dict,
     read_safetensors_metadata,
     save_safetensors,
-    sha256_file,
     weights_hash,
 )
+from benchmark.provenance import sha256_file
 from benchmark.suite.loading import load_suite, parse_suite
 from benchmark.training import loop as loop_module
 from benchmark.training.loop import cache_paths, ensure_trained, recipe_hash

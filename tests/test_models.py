@@ -24,9 +24,9 @@ from benchmark.models.checkpoint import (
     load_state_dict,
     read_safetensors_metadata,
     save_safetensors,
-    sha256_file,
     weights_hash,
 )
+from benchmark.provenance import sha256_file
 
 # Builders for 8x8 single-channel digits; everything else is a CIFAR-sized network.
 _SMALL_INPUT = {"small_cnn", "mlp", "linear"}

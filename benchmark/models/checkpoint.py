@@ -47,15 +47,6 @@ class Sha256MismatchError(CheckpointError):
         super().__init__(f"{path}: sha256 mismatch, refusing to load it: expected {expected}, actual {actual}")
 
 
-def sha256_file(path: Path) -> str:
-    """sha256 hex digest of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sha256_bytes(data: bytes) -> str:
     """sha256 hex digest of bytes already in memory."""
     return hashlib.sha256(data).hexdigest()

@@ -29,7 +29,8 @@ from typing import Any
 from torch import nn
 
 from benchmark.errors import CheckpointError, LookupNameError, suggest
-from benchmark.models.checkpoint import Sha256MismatchError, sha256_file
+from benchmark.models.checkpoint import Sha256MismatchError
+from benchmark.provenance import sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmark.provenance import sha256_file
 from benchmark.report.rows_cache import CACHE_DIR, code_digest
 
 logger = logging.getLogger(__name__)
@@ -32,10 +33,6 @@ def figures_key(manifest: Any, stored: Callable[[str], bool], **options: Any) ->
                "stored": [c.fingerprint for c in manifest.cells if stored(c.fingerprint)],
                "code": code_digest(), "options": options}
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class FigureCache:
@@ -64,7 +61,7 @@ class FigureCache:
         try:
             for name, digest in entry["files"]:
                 path = self.results / name
-                if _sha256(path) != digest:
+                if sha256_file(path) != digest:
                     return None
                 paths.append(path)
         except (OSError, ValueError, TypeError):
@@ -77,7 +74,7 @@ class FigureCache:
 
         try:
             data = self._read()
-            data[group] = {"key": key, "files": [[str(p.relative_to(self.results)), _sha256(p)] for p in paths]}
+            data[group] = {"key": key, "files": [[str(p.relative_to(self.results)), sha256_file(p)] for p in paths]}
             self.path.parent.mkdir(exist_ok=True)
             atomic_write_text(self.path, json.dumps(data, indent=1))
         except Exception as exc:  # noqa: BLE001 - a record that cannot be written only costs time

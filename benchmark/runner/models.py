@@ -23,7 +23,8 @@ from torch import nn
 from benchmark.data import dataset_info
 from benchmark.errors import CheckpointError, suggest
 from benchmark.models.architectures import build_architecture
-from benchmark.models.checkpoint import Sha256MismatchError, apply_key_map, load_into, load_state_dict, sha256_file
+from benchmark.models.checkpoint import Sha256MismatchError, apply_key_map, load_into, load_state_dict
+from benchmark.provenance import sha256_file
 from benchmark.models.zoo import expected_files, load_robustbench, robustbench_names
 from benchmark.suite.models import CheckpointModel, RecipeModel, RobustBenchModel
 from benchmark.suite.schema import Suite
