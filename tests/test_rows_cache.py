@@ -25,8 +25,14 @@ def test_cached_rows_give_the_same_table_and_any_change_recomputes_them(paper_re
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "res"
     shutil.copytree(paper_results, folder, ignore=shutil.ignore_patterns(CACHE_DIR))
+    stale = folder / CACHE_DIR / ("0" * 40 + ".json")  # an entry nothing uses (older code's, or older naming)
+    stale.parent.mkdir()
+    stale.write_text("{}")
+    keep = folder / CACHE_DIR / "figures.json"  # another record in the folder, not a rows entry
+    keep.write_text("{}")
     first = tidy(folder)
-    cached = sorted((folder / CACHE_DIR).glob("*.json"))
+    assert not stale.exists() and keep.exists()  # every listed cell was read: unused entries are deleted
+    cached = sorted((folder / CACHE_DIR).glob("rows-*.json"))
     assert len(cached) == len(Store(folder).read_manifest().cells)
     calls: list[str] = []
     original = Evaluation.table_rows
@@ -44,6 +50,8 @@ def test_cached_rows_give_the_same_table_and_any_change_recomputes_them(paper_re
     monkeypatch.setattr(rows_cache, "code_digest", lambda: "another version of the code")
     pd.testing.assert_frame_equal(tidy(folder), first)
     assert len(calls) == 1 + len(cached)  # new code: nothing reused
+    after = sorted((folder / CACHE_DIR).glob("rows-*.json"))  # and the old code's entries are gone
+    assert len(after) == len(cached) and not set(after) & set(cached)
 
 
 def test_figures_are_reused_only_while_nothing_they_are_drawn_from_changed(paper_results: Path, tmp_path: Path,

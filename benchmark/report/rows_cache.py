@@ -4,11 +4,13 @@ A cell's rows (its metrics with their Clopper-Pearson and bootstrap intervals, `
 are a pure function of its records, its evaluation's settings, the suite's metrics and bins, and the
 code that computes them. The bootstrap makes them the slowest part of building a report (1000
 resamples per metric and cell), and a rerun of a finished suite, or ``bench report`` on a large
-folder, recomputed all of them. They are kept in ``<results>/.tidy-cache/<key>.json``, the key
+folder, recomputed all of them. They are kept in ``<results>/.tidy-cache/rows-<key>.json``, the key
 hashing the cell's fingerprint (which covers its records: cells are verified against it when read),
 the evaluation's full settings, the metrics, the bins and a digest of the package's source files, so
 that any change to any of these computes the rows again. A cache file that cannot be read is
-ignored and recomputed; one that cannot be written (a read-only folder) is skipped.
+ignored and recomputed; one that cannot be written (a read-only folder) is skipped. After a report
+has read every listed cell, the entries it did not use are deleted, so the folder does not grow with
+every code change.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,9 @@ from benchmark.evaluations.base import Evaluation, Row
 logger = logging.getLogger(__name__)
 
 CACHE_DIR = ".tidy-cache"
+
+ROWS_PREFIX = "rows-"
+"""File-name prefix of the cached rows (``rows-<key>.json``), apart from other records in the folder."""
 
 Rows = list[Row | tuple[str, float, int]]
 
@@ -63,6 +69,8 @@ class RowsCache:
 
     def __init__(self, root: Path | None):
         self.dir = Path(root) / CACHE_DIR if root is not None else None
+        self.used: set[str] = set()
+        """Names of the entries read or written since this cache was made."""
 
     def rows(self, fingerprint: str, evaluation: Evaluation, metrics: Sequence[str], n_bins: int,
              compute: Callable[[], Rows]) -> Rows:
@@ -71,7 +79,8 @@ class RowsCache:
             return compute()
         key = json.dumps({"cell": fingerprint, "kind": evaluation.kind, "settings": evaluation.model_dump(mode="json"),
                           "metrics": list(metrics), "n_bins": n_bins, "code": code_digest()}, sort_keys=True)
-        path = self.dir / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
+        path = self.dir / f"{ROWS_PREFIX}{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
+        self.used.add(path.name)
         try:
             return _decode(json.loads(path.read_text())["rows"])
         except FileNotFoundError:
@@ -87,3 +96,20 @@ class RowsCache:
         except Exception as exc:  # noqa: BLE001 - a cache that cannot be written only costs time
             logger.info("tidy cache: not written (%s)", exc)
         return rows
+
+    def prune(self) -> int:
+        """Delete the entries not used since this cache was made (older code, cells no longer listed);
+        call it after reading every cell of the manifest. Returns how many were deleted."""
+        if self.dir is None:
+            return 0
+        removed = 0
+        for path in self.dir.glob("*.json"):
+            # rows-<key>.json, or <key>.json as the first version of this cache named its entries
+            ours = path.name.startswith(ROWS_PREFIX) or re.fullmatch(r"[0-9a-f]{40}\.json", path.name)
+            if ours and path.name not in self.used:
+                try:
+                    path.unlink()
+                    removed += 1
+                except OSError as exc:  # a read-only folder: the entries only cost space
+                    logger.info("tidy cache: %s not removed (%s)", path, exc)
+        return removed

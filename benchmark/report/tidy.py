@@ -92,6 +92,8 @@ def tidy_table(cells: Store | VerifiedCells, manifest: Manifest,
         if adversarial:
             verdicts.setdefault((cell.model, cell.norm), []).append(
                 (cell.eps, cell.evaluation, records.robust_in_index_order()))
+    if not missing:
+        cache.prune()
     rows += _worst_case_rows(verdicts)
     tidy = pd.DataFrame(rows, columns=TIDY_COLUMNS)
     # Replicas of a multi-seed recipe share a group (the suite's model name); others are their own group.
