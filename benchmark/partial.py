@@ -13,11 +13,13 @@ stored.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,27 @@ class Partial:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays, **{_CHECKSUM: np.array(_checksum(arrays))})
         atomic_write_bytes(self._path(index), lambda f: f.write(buffer.getvalue()))
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the partial's lock (``<folder>.lock``, an ``flock`` released by the kernel if the process
+        dies) for a load-or-compute-and-save, so that two processes (Ray tasks of two targets of one
+        transfer matrix) never compute the same chunks at once: the second waits, then loads them.
+        Where no lock file can be made (a read-only folder), it goes on without one."""
+        from filelock import FileLock
+
+        lock = FileLock(f"{self.folder}.lock")
+        try:
+            self.folder.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except OSError as exc:
+            logger.info("%s: no lock (%s); going on without one", lock.lock_file, exc)
+            yield
+            return
+        try:
+            yield
+        finally:
+            lock.release()
 
     def done(self) -> list[int]:
         """Indices of the chunks stored so far (not yet verified)."""

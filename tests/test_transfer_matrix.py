@@ -139,3 +139,31 @@ def test_matrix_cells_are_crafted_once_per_source_and_reported(tmp_path: Path, c
             store.path(cell.fingerprint).unlink()
     assert bench_run(suite, tmp_path / "res") == 0
     assert calls == []
+
+
+def test_a_second_process_waits_for_examples_being_crafted_and_loads_them(tmp_path: Path) -> None:
+    # Two Ray tasks (two targets) asking for one source's examples: the second waits on the crafted
+    # folder's lock while the first crafts and saves, then finds them stored instead of crafting again.
+    import threading
+
+    import numpy as np
+
+    from benchmark.partial import partial_for
+
+    spec = {"sources": ["a"], "eps": 0.1}
+    first, second = partial_for(tmp_path, spec, CRAFTED_DIR), partial_for(tmp_path, spec, CRAFTED_DIR)
+    seen: list[object] = []
+
+    def other_target() -> None:
+        with second.exclusive():
+            seen.append(second.load(0))
+
+    with first.exclusive():
+        assert first.load(0) is None
+        waiter = threading.Thread(target=other_target)
+        waiter.start()
+        waiter.join(timeout=0.5)
+        assert waiter.is_alive() and seen == []  # still waiting: the examples are being crafted
+        first.save(0, {"x_adv": np.ones((2, 1, 8, 8), dtype=np.float32)})
+    waiter.join(timeout=30)
+    assert not waiter.is_alive() and len(seen) == 1 and seen[0]["x_adv"].shape == (2, 1, 8, 8)

@@ -19,6 +19,7 @@ Tables and the heatmap are in ``benchmark.evaluations.transfer_matrix_report``.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -127,23 +128,25 @@ class TransferMatrixEval(AttackCascade):
         spec = {"kind": "transfer-matrix", **self.cell_params(source_variant(members)), "eps": eps}
         spec.pop("source")
         store = ctx.crafted(list(members), spec) if ctx.crafted is not None else None
-        stored = store.load(0) if store is not None else None
-        if stored is not None and stored.get("x_adv", np.empty(0)).shape == tuple(ctx.x.shape):
-            return torch.from_numpy(stored["x_adv"]), True
-        models = [ctx.model(m) for m in members]
-        source = models[0] if len(models) == 1 else Ensemble(models, self.ensemble_mode)
-        out = torch.empty_like(ctx.x)
+        # Under the lock, a target that finds another one crafting the same examples waits and loads them.
+        with store.exclusive() if store is not None else contextlib.nullcontext():
+            stored = store.load(0) if store is not None else None
+            if stored is not None and stored.get("x_adv", np.empty(0)).shape == tuple(ctx.x.shape):
+                return torch.from_numpy(stored["x_adv"]), True
+            models = [ctx.model(m) for m in members]
+            source = models[0] if len(models) == 1 else Ensemble(models, self.ensemble_mode)
+            out = torch.empty_like(ctx.x)
 
-        def run(rows: np.ndarray) -> None:
-            xb, yb = ctx.x[rows].to(ctx.device), ctx.y[rows].to(ctx.device)
-            out[rows] = craft(source, xb, yb, eps, norm=self.norm, method=self.method, steps=self.steps,
-                              step_size=self.step_size, decay=self.decay, random_init=self.random_start,
-                              loss=self.loss, seed=0 if self.seed is None else int(self.seed)).cpu()
+            def run(rows: np.ndarray) -> None:
+                xb, yb = ctx.x[rows].to(ctx.device), ctx.y[rows].to(ctx.device)
+                out[rows] = craft(source, xb, yb, eps, norm=self.norm, method=self.method, steps=self.steps,
+                                  step_size=self.step_size, decay=self.decay, random_init=self.random_start,
+                                  loss=self.loss, seed=0 if self.seed is None else int(self.seed)).cpu()
 
-        ctx.batched(np.arange(ctx.n), run)
-        if store is not None:
-            store.save(0, {"x_adv": out.numpy()})
-        return out, False
+            ctx.batched(np.arange(ctx.n), run)
+            if store is not None:
+                store.save(0, {"x_adv": out.numpy()})
+            return out, False
 
     def compute(self, ctx: Context, cell: CellKey, previous: CellRecords | None) -> CellRecords:
         """Score the target (the context's model) on the examples crafted on this cell's source(s)."""
