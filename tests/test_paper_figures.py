@@ -109,6 +109,14 @@ def test_panel_titles(figures: dict[str, Any]) -> None:
         assert [line.get_gid() for line in ax.get_lines()] == [REFERENCE_GID]
 
 
+def test_the_legend_says_mean_and_std_only_when_a_model_has_several_seeds(figures: dict[str, Any]) -> None:
+    from benchmark.report.paper_figures_calibration import legend_title
+
+    [legend] = figures["robust_accuracy"].legends  # the paper suite trains std and ls with 2 seeds each
+    assert legend.get_title().get_text() == "mean ± std over seeds"
+    assert legend_title([2, 1]) == "mean ± std over seeds" and legend_title([1, 1]) == "model"
+
+
 @pytest.mark.parametrize("stem", FIGURES)
 def test_the_legend_is_outside_every_axes(figures: dict[str, Any], stem: str) -> None:
     fig = figures[stem]

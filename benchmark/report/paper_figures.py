@@ -44,6 +44,7 @@ from benchmark.report.paper_figures_calibration import (
     fmt_norm,
     group_colors,
     group_label,
+    legend_title,
     reliability_figure,
     stratified_figure,
     suite_groups,
@@ -164,7 +165,7 @@ def _legend(fig: Any, groups: dict[str, list[str]], drawn: list[str], colors: di
 
     handles = [Line2D([], [], color=colors[g], lw=1.8, marker="o", ms=4.5, label=group_label(g, len(groups[g])))
                for g in drawn]
-    fig.legend(handles=handles, loc="outside right center", title="mean ± std over seeds")
+    fig.legend(handles=handles, loc="outside right center", title=legend_title([len(groups[g]) for g in drawn]))
 
 
 def _grid(fig: Any, n: int, per_row: int) -> list[Any]:

@@ -52,6 +52,11 @@ def group_label(group: str, n_seeds: int) -> str:
     return f"{group} ({n_seeds} seeds)" if n_seeds > 1 else group
 
 
+def legend_title(seed_counts: list[int]) -> str:
+    """The legend's title: what a line is, given the number of seeds of each model drawn."""
+    return "mean ± std over seeds" if any(n > 1 for n in seed_counts) else "model"
+
+
 NORM_NAMES = {"Linf": "L∞", "L2": "L2", "L1": "L1"}
 """How titles and axis labels write a threat model."""
 
@@ -308,10 +313,11 @@ def stratified_figure(inputs: ReportInputs, title: str) -> Figure | None:
                 ax.grid(alpha=0.3)
                 ax.set_xlim(-0.3, k - 0.7)
             axes[0][j].set_ylim(bottom=0)
-        handles = [Line2D([], [], color=colors[g], lw=1.8, marker="o", ms=4.5,
-                          label=group_label(g, int(t[t.group == g].model.nunique()))) for g in drawn]
+        seeds = [int(t[t.group == g].model.nunique()) for g in drawn]
+        handles = [Line2D([], [], color=colors[g], lw=1.8, marker="o", ms=4.5, label=group_label(g, n))
+                   for g, n in zip(drawn, seeds)]
         handles += [Line2D([], [], color="0.3", lw=1.8, marker="o", ms=4.5, label="bottom: confidence"),
                     Line2D([], [], color="0.3", marker="x", mew=1.5, ls="none", ms=6, label="bottom: accuracy")]
-        fig.legend(handles=handles, loc="outside right center", title="mean ± std over seeds")
+        fig.legend(handles=handles, loc="outside right center", title=legend_title(seeds))
         fig.suptitle(f"{title}: clean calibration by per-example robustness")
     return fig
