@@ -104,14 +104,15 @@ class Partial:
         try:
             self.folder.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire()
+            held = True
         except OSError as exc:
             logger.info("%s: no lock (%s); going on without one", lock.lock_file, exc)
-            yield
-            return
+            held = False
         try:
             yield
         finally:
-            lock.release()
+            if held:
+                lock.release()
 
     def done(self) -> list[int]:
         """Indices of the chunks stored so far (not yet verified)."""
